@@ -61,3 +61,64 @@ double ds_test_rel_l2(const float *a, const float *b, size_t n) {
     }
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
+
+/* ---- cases.h ---- */
+#include "cases.h"
+
+#include <string.h>
+
+int ds_test_case_tokens(const char *json_path, const char *name, int32_t *out, int cap) {
+    size_t len;
+    char *s = ds_test_read_file(json_path, &len);
+    if (!s) return -1;
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\"", name);
+    char *p = strstr(s, key);
+    int n = -1;
+    if (p && (p = strchr(p, '['))) {
+        n = 0;
+        p++;
+        while (*p && *p != ']') {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p) { p++; continue; }
+            if (n < cap) out[n] = (int32_t)v;
+            n++;
+            p = end;
+        }
+        if (n > cap) n = cap;
+    }
+    free(s);
+    return n;
+}
+
+float *ds_test_prefill(const ds_model *m, const char *device, ds_type kv, int ubatch, int threads,
+                       const int32_t *ids, int n, int32_t *record, const int32_t *force, float *margins) {
+    ds_ctx_params p;
+    ds_ctx_params_default(&p);
+    p.device = device;
+    p.kv_type = kv;
+    p.n_ubatch = ubatch;
+    p.n_threads = threads;
+    p.n_ctx = n;
+    ds_ctx *c;
+    ds_error err = { 0 };
+    if (ds_ctx_create(m, &p, &c, &err)) {
+        fprintf(stderr, "ctx: %s\n", err.msg);
+        return NULL;
+    }
+    if (record || force) ds_ctx_set_routing(c, n, record, force, margins);
+    float *logits = malloc((size_t)n * m->hp.n_vocab * sizeof *logits);
+    int32_t *pos = malloc((size_t)n * sizeof *pos), *seq = calloc((size_t)n, sizeof *seq);
+    for (int i = 0; i < n; i++) pos[i] = i;
+    ds_batch b = { n, ids, pos, seq, NULL };
+    if (!logits || ds_ctx_decode(c, &b, logits, &err)) {
+        fprintf(stderr, "decode: %s\n", err.msg);
+        free(logits);
+        logits = NULL;
+    }
+    free(pos);
+    free(seq);
+    ds_ctx_free(c);
+    return logits;
+}

@@ -1,0 +1,15 @@
+/* cases.h: reads the token cases of a fixture's cases.json and runs a
+ * prefill through the engine (shared by the model tests). */
+#ifndef DS_TEST_CASES_H
+#define DS_TEST_CASES_H
+
+#include "engine/engine.h"
+
+/* Reads the int array after "name" in cases.json; returns count (<= cap) or -1. */
+int ds_test_case_tokens(const char *json_path, const char *name, int32_t *out, int cap);
+/* One prefill of ids[n] on a fresh context; logits [n][n_vocab] (malloc'd,
+ * caller frees) or NULL on error (printed). record/force: routing capture. */
+float *ds_test_prefill(const ds_model *m, const char *device, ds_type kv, int ubatch, int threads,
+                       const int32_t *ids, int n, int32_t *record, const int32_t *force, float *margins);
+
+#endif
