@@ -38,8 +38,8 @@ struct ds_backend {
      * y is the ffn-normed input. */
     ds_status (*dense_ffn)(ds_backend *be, const ds_model *m, int il, int n, const float *y, float *out);
     /* Router: ids[n][k] and weights[n][k] (k = n_expert_used); forced[n][k]
-     * pins the experts (NULL = choose); margin[n] (may be NULL) gets the
-     * selection margin of each row. */
+     * pins the experts (NULL = choose; a row whose first id is < 0 chooses
+     * too); margin[n] (may be NULL) gets the selection margin of each row. */
     ds_status (*moe_route)(ds_backend *be, const ds_model *m, int il, int n, const float *y,
                            const int32_t *forced, int32_t *ids, float *weights, float *margin);
     /* out[r] += sum_j weights[r][j] * expert_{ids[r][j]}(y[r]); ids < 0 are

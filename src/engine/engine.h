@@ -49,8 +49,8 @@ int ds_ctx_n_threads(const ds_ctx *c);
 /* Routing capture and pinning for tests: record[il][row][k] receives the
  * chosen experts of each batch row; force (same shape) pins them. Arrays
  * are [n_layer][max_rows][n_expert_used] int32, row = index in the batch
- * given to ds_ctx_decode; margins (optional) [n_layer][max_rows]. Pass
- * NULLs to turn off. */
+ * given to ds_ctx_decode; a forced row whose first id is -1 is chosen
+ * freely. margins (optional) [n_layer][max_rows]. Pass NULLs to turn off. */
 void ds_ctx_set_routing(ds_ctx *c, int max_rows, int32_t *record, const int32_t *force, float *margins);
 
 #endif

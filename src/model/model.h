@@ -139,10 +139,11 @@ void ds_rope_freqs(const ds_hparams *hp, float *freq);
 void ds_rope_apply(float *x, int d_rope, const float *freq, int32_t pos);
 /* Expert selection from router logits[n_expert] (DESIGN.md §4 step 10):
  * gating, bias, group limit, top-k, normalisation and scale. Writes ids[k]
- * and weights[k]. If forced_ids is non-NULL those experts are used instead
- * of the top-k (routing pinned for tests) with weights from this router.
- * Ties break to the lower expert id. Returns the selection margin: the gap
- * between the k-th chosen and the best rejected biased score (for reports). */
+ * and weights[k], best first. If forced_ids is non-NULL and forced_ids[0]
+ * >= 0, those experts are used instead of the top-k (routing pinned for
+ * tests) with weights from this router. Ties break to the lower expert id.
+ * Returns the selection margin: the gap between the k-th chosen and the best
+ * rejected biased score (for reports; +inf when pinned). */
 float ds_moe_select(const ds_hparams *hp, const float *logits, const float *bias,
                     const int32_t *forced_ids, int32_t *ids, float *weights);
 

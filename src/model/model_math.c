@@ -89,7 +89,7 @@ float ds_moe_select(const ds_hparams *hp, const float *logits, const float *bias
     }
 
     float margin = INFINITY;
-    if (forced_ids) {
+    if (forced_ids && forced_ids[0] >= 0) {
         for (int j = 0; j < k; j++) ids[j] = forced_ids[j];
     } else {
         for (int j = 0; j < k; j++) {
