@@ -27,6 +27,8 @@ typedef struct ds_backend ds_backend;
 struct ds_backend {
     const char *name;
     void *impl;
+    bool device_kv;   /* keeps the KV rows in its own (device) memory: the engine's
+                         ds_kv then holds only block tables (ds_kv_params.no_host) */
     /* out[n][n_embd] = attention of layer il on residual h[n][n_embd]:
      * attn_norm, q and kv projections, RoPE, writes each row's latent
      * [c_kv | k_pe] to kv at (seq, pos), then MLA of row r over positions
@@ -50,6 +52,15 @@ struct ds_backend {
     ds_status (*shared_expert)(ds_backend *be, const ds_model *m, int il, int n, const float *y, float *out);
     /* logits[n][n_vocab] = output * (RMSNorm(h) * output_norm). */
     ds_status (*lm_head)(ds_backend *be, const ds_model *m, int n, const float *h, float *logits);
+    /* Optional (NULL = the engine runs the blocks above): a whole micro-batch
+     * — embedding, every layer, LM head — in one call, so a device backend
+     * keeps activations resident and replays one captured graph per decode
+     * step. tokens[rows->n]; want[n] selects the rows whose logits are
+     * written consecutively to logits (NULL = all). The KV cache's block
+     * tables (ds_kv_block_id) say where each position lives; a backend may
+     * keep its own storage of the same geometry (see ds_kv_params.no_host). */
+    ds_status (*forward)(ds_backend *be, const ds_model *m, const ds_rows *rows, const int32_t *tokens,
+                         const bool *want, ds_kv *kv, float *logits, int *n_logits);
     void (*free)(ds_backend *be);
 };
 

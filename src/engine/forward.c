@@ -51,7 +51,8 @@ ds_status ds_ctx_create(const ds_model *m, const ds_ctx_params *p, ds_ctx **out,
     ds_status st = ds_backend_create(p->device ? p->device : "cpu", m, &bp, &c->be, err);
     if (st) goto fail;
     ds_kv_params kp = { .n_layer = hp->n_layer, .row_dim = hp->d_kv_row, .type = c->p.kv_type,
-                        .n_ctx = c->p.n_ctx, .block_tokens = c->p.kv_block, .n_seq = c->p.n_seq };
+                        .n_ctx = c->p.n_ctx, .block_tokens = c->p.kv_block, .n_seq = c->p.n_seq,
+                        .no_host = c->be->device_kv };
     if ((st = ds_kv_create(&kp, &c->kv, err))) goto fail;
     c->h = malloc((size_t)ub * E * sizeof(float));
     c->a = malloc((size_t)ub * E * sizeof(float));
@@ -118,6 +119,12 @@ static ds_status forward_ubatch(ds_ctx *c, const ds_batch *b, int r0, int n, flo
     ds_rows rows = { n, b->pos + r0, b->seq + r0 };
     ds_status st;
 
+    if (be->forward) {
+        if ((st = be->forward(be, m, &rows, b->tokens + r0, b->logits ? b->logits + r0 : NULL, c->kv, logits,
+                              n_out)))
+            goto fail;
+        return DS_OK;
+    }
     embed(m, b->tokens + r0, n, c->h);
     for (int il = 0; il < hp->n_layer; il++) {
         const ds_layer *L = &m->layers[il];

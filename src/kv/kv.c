@@ -34,11 +34,11 @@ ds_status ds_kv_create(const ds_kv_params *p, ds_kv **out, ds_error *err) {
         free(kv);
         return ds_error_set(err, DS_ERR_INVALID_ARG, "kv cache size overflows");
     }
-    kv->pool = ds_aligned_alloc(total);
+    kv->pool = p->no_host ? NULL : ds_aligned_alloc(total);
     kv->free_ids = malloc((size_t)kv->n_blocks * sizeof *kv->free_ids);
     kv->table = calloc((size_t)p->n_seq, sizeof *kv->table);
     kv->n_table = calloc((size_t)p->n_seq, sizeof *kv->n_table);
-    bool ok = kv->pool && kv->free_ids && kv->table && kv->n_table;
+    bool ok = (kv->pool || p->no_host) && kv->free_ids && kv->table && kv->n_table;
     for (int s = 0; ok && s < p->n_seq; s++) ok = (kv->table[s] = malloc((size_t)kv->n_blocks * sizeof(int64_t))) != NULL;
     if (!ok) {
         long long tokens = (long long)(kv->n_blocks * p->block_tokens);
@@ -46,7 +46,7 @@ ds_status ds_kv_create(const ds_kv_params *p, ds_kv **out, ds_error *err) {
         return ds_error_set(err, DS_ERR_OOM, "cannot allocate the kv cache: %.1f MiB for %lld tokens x %d layers",
                             total / 1048576.0, tokens, p->n_layer);
     }
-    memset(kv->pool, 0, total); /* touch now: fail at start, not mid-request */
+    if (kv->pool) memset(kv->pool, 0, total); /* touch now: fail at start, not mid-request */
     for (int64_t i = 0; i < kv->n_blocks; i++) kv->free_ids[i] = kv->n_blocks - 1 - i;
     kv->n_free = kv->n_blocks;
     *out = kv;
@@ -85,7 +85,15 @@ void ds_kv_truncate(ds_kv *kv, int seq, int64_t n_tokens) {
 
 int64_t ds_kv_seq_capacity(const ds_kv *kv, int seq) { return kv->n_table[seq] * kv->p.block_tokens; }
 
+int64_t ds_kv_block_id(const ds_kv *kv, int seq, int64_t b) {
+    DS_ASSERT(seq >= 0 && seq < kv->p.n_seq && b >= 0 && b < kv->n_table[seq]);
+    return kv->table[seq][b];
+}
+
+int64_t ds_kv_n_blocks(const ds_kv *kv) { return kv->n_blocks; }
+
 static uint8_t *row_ptr(const ds_kv *kv, int layer, int seq, int64_t pos) {
+    DS_ASSERT(kv->pool != NULL);
     DS_ASSERT(layer >= 0 && layer < kv->p.n_layer && seq >= 0 && seq < kv->p.n_seq);
     int64_t b = pos / kv->p.block_tokens;
     DS_ASSERT(pos >= 0 && b < kv->n_table[seq]);
@@ -114,7 +122,7 @@ void ds_kv_load(const ds_kv *kv, int layer, int seq, int64_t pos, float *row) {
 }
 
 const void *ds_kv_block(const ds_kv *kv, int layer, int seq, int64_t b) {
-    DS_ASSERT(b >= 0 && b < kv->n_table[seq]);
+    DS_ASSERT(kv->pool != NULL && b >= 0 && b < kv->n_table[seq]);
     return kv->pool + ((size_t)layer * kv->n_blocks + kv->table[seq][b]) * kv->block_bytes;
 }
 

@@ -17,6 +17,7 @@ typedef struct ds_kv_params {
     int64_t n_ctx;        /* total tokens over all sequences (rounded up to blocks) */
     int block_tokens;     /* tokens per block (e.g. 64) */
     int n_seq;            /* sequence slots */
+    bool no_host;         /* keep only the block tables: a device backend holds the rows */
 } ds_kv_params;
 
 /* Allocates the whole pool up front (nothing is allocated later); an
@@ -38,6 +39,11 @@ void ds_kv_load(const ds_kv *kv, int layer, int seq, int64_t pos, float *row);
  * block of seq in that layer (block_tokens rows of row_dim elements). */
 const void *ds_kv_block(const ds_kv *kv, int layer, int seq, int64_t b);
 
+/* Pool index of the b-th block of seq (the same in every layer); a device
+ * backend addresses its own storage of [n_layer][n_blocks][block_tokens]
+ * [row_dim] with it. */
+int64_t ds_kv_block_id(const ds_kv *kv, int seq, int64_t b);
+int64_t ds_kv_n_blocks(const ds_kv *kv);
 ds_type ds_kv_type(const ds_kv *kv);
 int ds_kv_row_dim(const ds_kv *kv);
 int ds_kv_block_tokens(const ds_kv *kv);

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite, as CI runs it: a Release build and its ctest
+# run, the same suite under ASan+UBSan, and a bounded fuzz run of the GGUF
+# parser. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+echo "== release build + tests"
+scripts/build.sh build
+if [ -f tests/node/package.json ] && [ ! -d tests/node/node_modules ]; then
+  (cd tests/node && npm install --no-audit --no-fund --loglevel=error) || echo "npm install failed: node tests will skip"
+fi
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+echo "== ASan+UBSan build + tests"
+scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_SANITIZE=ON
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs"
+
+echo "== fuzz: GGUF reader (${DS_FUZZ_SECONDS:-60} s)"
+scripts/fuzz-gguf.sh "${DS_FUZZ_SECONDS:-60}"
+echo "== all tests passed"
