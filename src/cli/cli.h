@@ -31,6 +31,11 @@ bool ds_cli_int(const char *flag, const char *s, int64_t lo, int64_t hi, int64_t
 bool ds_cli_float(const char *flag, const char *s, double *out);
 /* Prints "dsinfer CMD: msg" to stderr; returns 2 (usage error). */
 int ds_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Exit code for a failed load or run: 2 for what the user can fix on the
+ * command line (missing file, bad value), 1 for everything else. */
+static inline int ds_cli_exit_code(ds_status st) {
+    return st == DS_ERR_NOT_FOUND || st == DS_ERR_INVALID_ARG ? 2 : 1;
+}
 /* Loads the model and creates a context from the options (prints errors). */
 ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int n_seq);
 

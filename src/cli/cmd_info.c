@@ -22,7 +22,8 @@ int ds_cmd_info(int argc, char **argv) {
     }
     if (!o.model) return ds_cli_usage_error("info", "-m MODEL is required");
     ds_model *m;
-    if (ds_cli_load(&o, &m, NULL, 1)) return 1;
+    ds_status lst = ds_cli_load(&o, &m, NULL, 1);
+    if (lst) return ds_cli_exit_code(lst);
     const ds_hparams *hp = &m->hp;
     const ds_gguf *g = m->gguf;
 

@@ -63,7 +63,8 @@ int ds_cmd_logits(int argc, char **argv) {
 
     ds_model *m;
     ds_ctx *c;
-    if (ds_cli_load(&o, &m, &c, 1)) { free(ids); return 1; }
+    ds_status lst = ds_cli_load(&o, &m, &c, 1);
+    if (lst) { free(ids); return ds_cli_exit_code(lst); }
     int rc = 1;
     const int V = m->hp.n_vocab;
     int32_t *pos = malloc((size_t)n * sizeof *pos), *seq = calloc((size_t)n, sizeof *seq);
@@ -72,7 +73,12 @@ int ds_cmd_logits(int argc, char **argv) {
     for (int i = 0; i < n; i++) pos[i] = i;
     ds_batch b = { n, ids, pos, seq, NULL };
     ds_error err = { 0 };
-    if (ds_ctx_decode(c, &b, logits, &err)) { fprintf(stderr, "dsinfer logits: %s\n", err.msg); goto done; }
+    ds_status st = ds_ctx_decode(c, &b, logits, &err);
+    if (st) {
+        fprintf(stderr, "dsinfer logits: %s\n", err.msg);
+        rc = ds_cli_exit_code(st);
+        goto done;
+    }
     FILE *f = fopen(outp, "wb");
     if (!f || fwrite(logits, sizeof(float), (size_t)n * V, f) != (size_t)n * V || fclose(f)) {
         fprintf(stderr, "dsinfer logits: cannot write '%s'\n", outp);

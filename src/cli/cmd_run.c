@@ -88,7 +88,8 @@ int ds_cmd_run(int argc, char **argv) {
 
     ds_model *m;
     ds_ctx *c;
-    if (ds_cli_load(&o, &m, &c, 1)) return 1;
+    ds_status lst = ds_cli_load(&o, &m, &c, 1);
+    if (lst) return ds_cli_exit_code(lst);
     ds_error err = { 0 };
     ds_tokenizer *tok = NULL;
     ds_sampler *smp = NULL;
@@ -142,6 +143,7 @@ int ds_cmd_run(int argc, char **argv) {
     const char *tail = ds_detok_flush(dt, &len);
     fwrite(tail, 1, len, stdout);
     printf("\n");
+    fflush(stdout); /* the text, then the timings on stderr */
     double t2 = ds_time_s();
     fprintf(stderr, "prompt: %zu tokens in %.3f s (%.2f t/s); generation: %lld tokens in %.3f s (%.2f t/s); seed %llu\n",
             n_prompt, t1 - t0, n_prompt / (t1 - t0), (long long)n_gen, t2 - t1, n_gen > 0 ? n_gen / (t2 - t1) : 0.0,

@@ -74,6 +74,7 @@ int ds_cmd_tokenize(int argc, char **argv) {
     if (!st) st = ds_tokenize_alloc(tok, text, len, !no_bos && ds_tokenizer_add_bos(tok), true, &ids, &n, &err);
     if (st) {
         fprintf(stderr, "dsinfer tokenize: %s\n", err.msg);
+        rc = ds_cli_exit_code(st);
         goto done;
     }
     for (size_t i = 0; i < n; i++) {

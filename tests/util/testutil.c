@@ -11,8 +11,7 @@ int ds_test_finish(const char *name) {
     return ds_test_failed ? 1 : 0;
 }
 
-static const char *join(const char *env, const char *fallback, const char *rel, int slot) {
-    static char buf[4][4096];
+static const char *join(char (*buf)[4096], const char *env, const char *fallback, const char *rel, int slot) {
     const char *dir = getenv(env);
     if (!dir) dir = fallback;
     snprintf(buf[slot & 3], sizeof buf[0], "%s/%s", dir, rel);
@@ -20,13 +19,15 @@ static const char *join(const char *env, const char *fallback, const char *rel, 
 }
 
 const char *ds_test_data(const char *rel) {
+    static char buf[4][4096];
     static int slot;
-    return join("DS_TEST_DATA", "tests/data", rel, slot++);
+    return join(buf, "DS_TEST_DATA", "tests/data", rel, slot++);
 }
 
 const char *ds_test_tmp(const char *rel) {
+    static char buf[4][4096];
     static int slot;
-    return join("DS_TEST_TMP", "/tmp", rel, slot++);
+    return join(buf, "DS_TEST_TMP", "/tmp", rel, slot++);
 }
 
 void *ds_test_read_file(const char *path, size_t *len) {
