@@ -8,8 +8,9 @@ jobs=$(nproc)
 
 echo "== release build + tests"
 scripts/build.sh build
-if [ -f tests/node/package.json ] && [ ! -d tests/node/node_modules ]; then
-  (cd tests/node && npm install --no-audit --no-fund --loglevel=error) || echo "npm install failed: node tests will skip"
+# the Node API test uses the official `openai` package (pinned in package-lock.json)
+if [ -f tests/node/package-lock.json ] && [ ! -d tests/node/node_modules/openai ]; then
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error || echo "npm ci failed: the node test will skip"
 fi
 ctest --test-dir build --output-on-failure -j"$jobs"
 
