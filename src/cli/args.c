@@ -106,7 +106,11 @@ int ds_cli_model_opt(ds_cli_model_opts *o, int argc, char **argv, int *i) {
         }
         o->overrides[o->n_overrides++] = v;
     } else if (is(a, "-fa", "--flash-attn")) {
-        if (!(v = ds_cli_value(argc, argv, i))) return -1;
+        /* older llama.cpp: a bare flag; newer: -fa on|off|auto */
+        static const char *vals[] = { "on", "off", "auto", "1", "0", "true", "false" };
+        v = "on";
+        for (size_t k = 0; *i + 1 < argc && k < sizeof vals / sizeof *vals; k++)
+            if (!strcmp(argv[*i + 1], vals[k])) { v = argv[++*i]; break; }
         fprintf(stderr, "dsinfer: note: %s %s accepted; MLA attention is always fused here\n", a, v);
     } else if (is(a, "-ngl", "--n-gpu-layers") || is(a, "-ts", "--tensor-split") || is(a, "-sm", "--split-mode") ||
                is(a, "-ot", "--override-tensor") || is(a, "--n-cpu-moe", NULL)) {
