@@ -1,0 +1,139 @@
+/* matmul.c: y = x W^T on the CPU for any readable weight type: quantize the
+ * activation rows once, then split W's rows over the pool in chunks and run
+ * the best dot kernels. Not a general GEMM: W is the quantized operand, x is
+ * f32, and nothing is transposed or packed ahead of time.
+ *
+ * Decode (one activation row) streams W once and is bound by memory
+ * bandwidth; prefill (many rows) reads each chunk of W from RAM once and
+ * reuses it from cache for every group of 4 activation rows. */
+#include "dot_internal.h"
+
+#include <stdatomic.h>
+
+size_t ds_matmul_act_bytes(ds_type wt, int64_t K, int64_t n_rows) {
+    return (size_t)n_rows * ds_act_row_bytes(wt, K);
+}
+
+typedef struct {
+    ds_vec_dot_fn dot;      /* 1-row kernel */
+    ds_vec_dot_x4_fn dot4;  /* 4-activation-row kernel, or NULL */
+    const uint8_t *w;       /* [M] rows of row_stride bytes */
+    size_t row_stride;
+    int64_t K, M;
+    const uint8_t *act;     /* [n_rows] quantized rows of act_stride bytes */
+    size_t act_stride;
+    int64_t n_rows;
+    float *y;               /* [n_rows][ldy] */
+    int64_t ldy;
+    int64_t chunk;          /* rows of W per work item */
+    int64_t n_chunks;
+    /* work items past the first one per thread are taken from here; on its
+     * own line so the claims do not disturb the read-only fields */
+    _Alignas(64) _Atomic int64_t next;
+} ds_mm_job;
+
+/* W rows [m0, m1) against all activation rows. For several activation
+ * rows the W rows are the inner loop: the chunk of W (sized to stay in L2)
+ * comes from RAM once, and each group of 4 activation rows stays hot in L1
+ * while the chunk streams past it. */
+static void ds_mm_rows(const ds_mm_job *j, int64_t m0, int64_t m1) {
+    const int K = (int)j->K;
+    if (j->n_rows == 1) {
+        for (int64_t m = m0; m < m1; m++) j->dot(K, &j->y[m], j->w + m * j->row_stride, j->act);
+        return;
+    }
+    int64_t r = 0;
+    if (j->dot4) {
+        for (; r + 4 <= j->n_rows; r += 4) {
+            const uint8_t *a = j->act + r * j->act_stride;
+            for (int64_t m = m0; m < m1; m++) {
+                float s[4];
+                j->dot4(K, s, j->w + m * j->row_stride, a, j->act_stride);
+                for (int i = 0; i < 4; i++) j->y[(r + i) * j->ldy + m] = s[i];
+            }
+        }
+    }
+    for (; r < j->n_rows; r++) {
+        const uint8_t *a = j->act + r * j->act_stride;
+        for (int64_t m = m0; m < m1; m++) j->dot(K, &j->y[r * j->ldy + m], j->w + m * j->row_stride, a);
+    }
+}
+
+static void ds_mm_task(void *ctx, int ith, int nth) {
+    ds_mm_job *j = ctx;
+    /* the first item of each thread is fixed (no contention at the start),
+     * the rest are claimed dynamically: a thread slowed by another process
+     * on its core simply takes fewer */
+    for (int64_t c = ith; c < j->n_chunks; c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) {
+        const int64_t m0 = c * j->chunk, m1 = m0 + j->chunk < j->M ? m0 + j->chunk : j->M;
+        ds_mm_rows(j, m0, m1);
+    }
+    (void)nth;
+}
+
+/* Rows of W per work item: about 128 KiB of weights (a fraction of L2, so
+ * prefill re-reads it from cache), a multiple of 16 rows (64-byte lines of
+ * y are not shared between threads), and at least ~8 items per thread for
+ * balance when M allows. */
+static int64_t ds_mm_chunk_rows(int64_t M, size_t row_bytes, int nth) {
+    int64_t c = (int64_t)((128u << 10) / (row_bytes ? row_bytes : 1));
+    const int64_t balance = M / (8 * (int64_t)nth);
+    if (c > balance) c = balance;
+    c = (c + 15) / 16 * 16;
+    if (c < 16) c = 16;
+    return c;
+}
+
+void ds_matmul_preq(ds_threadpool *tp, ds_type wt, const void *w, size_t row_stride,
+                    int64_t K, int64_t M, const void *act, int64_t n_rows,
+                    float *y, int64_t ldy) {
+    const size_t row_bytes = ds_row_bytes(wt, K);
+    DS_ASSERT(row_bytes > 0 && row_stride >= row_bytes && ldy >= M && K <= INT32_MAX);
+    if (M <= 0 || n_rows <= 0) return;
+    const int nth = ds_threadpool_size(tp);
+    ds_mm_job job = {
+        .dot = ds_vec_dot_best(wt),
+        .dot4 = n_rows >= 4 ? ds_vec_dot_x4_best(wt) : NULL,
+        .w = w, .row_stride = row_stride, .K = K, .M = M,
+        .act = act, .act_stride = ds_act_row_bytes(wt, K), .n_rows = n_rows,
+        .y = y, .ldy = ldy,
+    };
+    DS_ASSERT(job.dot);
+    job.chunk = ds_mm_chunk_rows(M, row_bytes, nth);
+    job.n_chunks = (M + job.chunk - 1) / job.chunk;
+    atomic_init(&job.next, nth);
+    if (!tp || job.n_chunks == 1) ds_mm_task(&job, 0, 1);
+    else ds_threadpool_run(tp, ds_mm_task, &job);
+}
+
+typedef struct {
+    ds_type wt;
+    const float *x;  /* [n_rows][K] */
+    int64_t K, n_rows;
+    uint8_t *act;    /* [n_rows] rows of act_stride bytes */
+    size_t act_stride;
+} ds_quant_job;
+
+static void ds_quant_task(void *ctx, int ith, int nth) {
+    const ds_quant_job *q = ctx;
+    const int64_t r0 = q->n_rows * ith / nth, r1 = q->n_rows * (ith + 1) / nth;
+    for (int64_t r = r0; r < r1; r++) ds_quantize_act_row(q->wt, q->x + r * q->K, q->act + r * q->act_stride, q->K);
+}
+
+void ds_matmul(ds_threadpool *tp, ds_type wt, const void *w, size_t row_stride,
+               int64_t K, int64_t M, const float *x, int64_t n_rows,
+               float *y, int64_t ldy, void *act) {
+    const ds_type_traits *tr = ds_type_info(wt);
+    DS_ASSERT(tr);
+    if (M <= 0 || n_rows <= 0) return;
+    /* f32 activations are the rows of x as they are: no copy */
+    if (tr->act_type == DS_TYPE_F32) {
+        ds_matmul_preq(tp, wt, w, row_stride, K, M, x, n_rows, y, ldy);
+        return;
+    }
+    ds_quant_job q = { wt, x, K, n_rows, act, ds_act_row_bytes(wt, K) };
+    /* a row quantizes in a few microseconds: threads only pay off for many */
+    if (tp && n_rows >= 2 * ds_threadpool_size(tp)) ds_threadpool_run(tp, ds_quant_task, &q);
+    else ds_quant_task(&q, 0, 1);
+    ds_matmul_preq(tp, wt, w, row_stride, K, M, act, n_rows, y, ldy);
+}
