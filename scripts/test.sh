@@ -19,6 +19,9 @@ scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_SANITIZE
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
+echo "== CUDA backend: compile-only (CI has nvcc, no GPU; the CUDA tests skip)"
+bash scripts/device/cuda-compile-check.sh
+
 echo "== fuzz: GGUF reader (${DS_FUZZ_SECONDS:-60} s)"
 scripts/fuzz-gguf.sh "${DS_FUZZ_SECONDS:-60}"
 echo "== all tests passed"

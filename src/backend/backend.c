@@ -1,5 +1,8 @@
 /* backend.c: backend lookup by name and the host-side helpers all share. */
 #include "backend.h"
+#ifdef DSINFER_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 #include <math.h>
 #include <string.h>
@@ -9,7 +12,11 @@ ds_status ds_backend_create(const char *name, const ds_model *m, const ds_backen
     if (strcmp(name, "ref") == 0) return ds_backend_ref_create(m, p, out, err);
     if (strcmp(name, "cpu") == 0) return ds_backend_cpu_create(m, p, out, err);
     if (strcmp(name, "cuda") == 0)
+#ifdef DSINFER_HAVE_CUDA
+        return ds_backend_cuda_create(m, p, out, err);
+#else
         return ds_error_set(err, DS_ERR_UNSUPPORTED, "device 'cuda': this build has no CUDA backend");
+#endif
     return ds_error_set(err, DS_ERR_INVALID_ARG, "unknown device '%s' (known: ref, cpu)", name);
 }
 

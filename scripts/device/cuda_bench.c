@@ -1,0 +1,111 @@
+/* cuda_bench.c: a small pp/tg timer for the GPU machine (scripts/device/
+ * gpu-check.sh builds it against the build's library): measures the card's
+ * copy bandwidth, then pp<N> and tg<N> on one model and prints tok/s with
+ * bytes per decode step, the bandwidth roofline and the fraction reached.
+ * Not `dsinfer bench` (src/cli/cmd_bench.c); usage: cuda_bench MODEL [device] [pp] [tg] [reps]. */
+#include "backend/cuda/cuda_backend.h"
+#include "engine/engine.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* device-to-device copy of 2 GiB, bytes read + written per second (best of 5) */
+static double copy_bandwidth(void) {
+    const size_t bytes = (size_t)2 << 30;
+    void *a = NULL, *b = NULL;
+    if (cudaMalloc(&a, bytes) || cudaMalloc(&b, bytes)) return 0;
+    cudaMemset(a, 1, bytes);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    double best = 0;
+    for (int i = 0; i < 6; i++) {
+        cudaEventRecord(e0, 0);
+        cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (i > 0 && 2.0 * bytes / (ms * 1e-3) > best) best = 2.0 * bytes / (ms * 1e-3);
+    }
+    cudaFree(a);
+    cudaFree(b);
+    return best;
+}
+
+static void mean_sd(const double *v, int n, double *mean, double *sd) {
+    double s = 0, q = 0;
+    for (int i = 0; i < n; i++) s += v[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: cuda_bench MODEL [device=cuda] [pp=512] [tg=128] [reps=3]\n");
+        return 2;
+    }
+    const char *dev = argc > 2 ? argv[2] : "cuda";
+    const int pp = argc > 3 ? atoi(argv[3]) : 512, tg = argc > 4 ? atoi(argv[4]) : 128;
+    const int reps = argc > 5 ? atoi(argv[5]) : 3;
+    ds_error err = { 0 };
+    ds_model *m;
+    ds_model_params mp = { .path = argv[1] };
+    double t0 = ds_time_s();
+    if (ds_model_load(&mp, &m, &err)) { fprintf(stderr, "load: %s\n", err.msg); return 1; }
+    ds_ctx_params cp;
+    ds_ctx_params_default(&cp);
+    cp.device = dev;
+    cp.n_ctx = pp + tg + 64;
+    cp.n_ubatch = pp;
+    ds_ctx *c;
+    if (ds_ctx_create(m, &cp, &c, &err)) { fprintf(stderr, "ctx: %s\n", err.msg); return 1; }
+    printf("loaded %s on %s in %.1f s\n", argv[1], dev, ds_time_s() - t0);
+    const double bw = copy_bandwidth();
+    const size_t V = (size_t)m->hp.n_vocab;
+    int32_t *tok = malloc(sizeof(int32_t) * (pp > tg ? pp : tg)), *pos = malloc(sizeof(int32_t) * pp);
+    int32_t *seq = calloc((size_t)pp, sizeof(int32_t));
+    bool *want = calloc((size_t)pp, sizeof(bool));
+    float *logits = malloc(V * sizeof(float));
+    uint64_t s = 12345;
+    for (int i = 0; i < (pp > tg ? pp : tg); i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        tok[i] = (int32_t)(s % (uint64_t)V);
+    }
+    for (int i = 0; i < pp; i++) pos[i] = i;
+    want[pp - 1] = true;
+    double tpp[16], ttg[16];
+    /* rep 0 is the warm-up (graph capture, first-touch) and is not counted */
+    for (int r = 0; r <= reps && r < 16; r++) {
+        ds_ctx_seq_truncate(c, 0, 0);
+        ds_batch b = { pp, tok, pos, seq, want };
+        double a = ds_time_s();
+        if (ds_ctx_decode(c, &b, logits, &err)) { fprintf(stderr, "pp: %s\n", err.msg); return 1; }
+        double t = ds_time_s() - a;
+        ds_ctx_seq_truncate(c, 0, 0);
+        a = ds_time_s();
+        for (int i = 0; i < tg; i++) {
+            int32_t p = i, sq = 0;
+            ds_batch b1 = { 1, tok + i, &p, &sq, NULL };
+            if (ds_ctx_decode(c, &b1, logits, &err)) { fprintf(stderr, "tg: %s\n", err.msg); return 1; }
+        }
+        double u = ds_time_s() - a;
+        if (r > 0) { tpp[r - 1] = pp / t; ttg[r - 1] = tg / u; }
+    }
+    double pm, psd, tm, tsd;
+    mean_sd(tpp, reps, &pm, &psd);
+    mean_sd(ttg, reps, &tm, &tsd);
+    const double bytes = (double)ds_model_decode_bytes(m);
+    const double roof = bw > 0 ? bw / bytes : 0;
+    printf("device %s | copy bandwidth %.0f GB/s | decode reads %.3f GB/step | roofline %.0f tok/s\n", dev, bw / 1e9,
+           bytes / 1e9, roof);
+    printf("pp%d %.1f +- %.1f tok/s | tg%d %.1f +- %.1f tok/s (%.2f ms/step) | tg / roofline %.1f%%\n", pp, pm, psd,
+           tg, tm, tsd, 1e3 / tm, roof > 0 ? 100.0 * tm / roof : 0);
+    ds_ctx_free(c);
+    ds_model_free(m);
+    free(tok); free(pos); free(seq); free(want); free(logits);
+    return 0;
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# gpu-check.sh: run on a lent GPU machine (the device tool) from the repo
+# root: builds with CUDA on all cores, runs the CUDA tests and the CPU tests
+# that exercise AVX-512, lists the embedded GPU code, runs compute-sanitizer,
+# makes the full-width synth model in /tmp and times pp/tg on it. Every
+# stage's output goes to $OUT/gpu-check.log (or ./gpu-check.log).
+# Not CI: CI only compiles the CUDA code. STAGES="build test" picks stages.
+set -u -o pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+OUTDIR=${OUT:-$ROOT}
+LOG=$OUTDIR/gpu-check.log
+exec > >(tee -a "$LOG") 2>&1
+BUILD=${BUILD:-/tmp/build-gpu}
+STAGES=${STAGES:-"env deps build test cpu elf bench fullwidth profile memcheck"}
+JOBS=$(nproc)
+export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
+mkdir -p "$DS_TEST_TMP"
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+stage() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
+
+if has env; then
+  stage env
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+  nvcc --version | tail -2
+  cmake --version | head -1
+  lscpu | grep -E 'Model name|^CPU\(s\)|avx512f' | sed 's/Flags:.*avx512f.*/Flags: has avx512f/' | head -4
+  git -C "$ROOT" log -1 --format='commit %H %s' 2>/dev/null || echo "commit: (no git metadata)"
+fi
+
+# Dependencies: the image may lack the -dev packages; .dev/debs (carried)
+# holds them, unpacked under /tmp/deps, never into /. Made here once with
+#   cd .dev/debs && apt-get download pkgconf pkgconf-bin libpkgconf3 $(apt-cache depends --recurse
+#     --no-recommends --no-suggests libpcre2-dev libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
+#     | grep -v '^[ <]' | sort -u | grep -v -e '^libc6' -e '^libgcc' -e '^libstdc++')
+if has deps; then
+  stage deps
+  if ! command -v pkg-config >/dev/null || ! pkg-config --exists libpcre2-8 libmicrohttpd jansson libcurl; then
+    if ls .dev/debs/*.deb >/dev/null 2>&1; then
+      mkdir -p /tmp/deps
+      for f in .dev/debs/*.deb; do dpkg -x "$f" /tmp/deps; done
+      find /tmp/deps -name '*.pc' -exec sed -i 's|^prefix=/usr$|prefix=/tmp/deps/usr|' {} +
+      export PKG_CONFIG_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu/pkgconfig:/tmp/deps/usr/share/pkgconfig
+      export LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+      export LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu:${LIBRARY_PATH:-}
+      if ! command -v pkg-config >/dev/null; then
+        export PATH=/tmp/deps/usr/bin:$PATH
+      fi
+      echo "deps: unpacked $(ls .dev/debs/*.deb | wc -l) packages into /tmp/deps"
+    else
+      echo "deps: missing and no .dev/debs to unpack"
+    fi
+  else
+    echo "deps: all present"
+  fi
+fi
+
+if has build; then
+  stage build
+  gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+  cmake -S "$ROOT" -B "$BUILD" "${gen[@]}" -DDSINFER_CUDA=ON -DCMAKE_BUILD_TYPE=Release >"$BUILD.cfg.log" 2>&1 ||
+    { tail -30 "$BUILD.cfg.log"; echo "configure FAILED"; exit 1; }
+  t0=$(date +%s)
+  cmake --build "$BUILD" -j "$JOBS" 2>&1 | grep -E 'error|FAILED|warning: .*spill' | head -40
+  [ -x "$BUILD/dsinfer" ] || { echo "build FAILED"; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s with $JOBS jobs"
+  gcc -O2 -std=gnu11 -I"$ROOT/src" -I/usr/local/cuda/include "$ROOT/scripts/device/cuda_bench.c" "$BUILD/libdsinfer.a" \
+    -L/usr/local/cuda/lib64 -lcudart $(pkg-config --libs libpcre2-8 libmicrohttpd jansson) -lstdc++ -lm -lpthread \
+    -o "$BUILD/cuda_bench" || echo "cuda_bench build FAILED"
+fi
+
+if has test; then
+  stage "test (CUDA)"
+  (cd "$BUILD" && timeout 300 ctest -R test_cuda --output-on-failure -V 2>&1 | grep -vE '^[0-9]+: (Test command|Working Directory|Environment)|^UpdateCTestConfiguration|^Parse|^ Add test|^Constructing|^Checking|^test [0-9]+$')
+fi
+
+if has cpu; then
+  stage "test (CPU, AVX-512 paths)"
+  (cd "$BUILD" && timeout 240 ctest -R 'quant_dot|model_tiny|model_kq|decode' --output-on-failure 2>&1 | tail -15)
+fi
+
+if has elf; then
+  stage "embedded GPU code"
+  cuobjdump --list-elf "$BUILD/libdsinfer.a" 2>&1 | grep -oE 'sm_[0-9]+a?' | sort | uniq -c
+  cuobjdump --list-elf "$BUILD/libdsinfer.a" 2>&1 | head -4
+fi
+
+if has bench; then
+  stage "bench: synth ds10 (10 layers, 3 dense, q3_k_m, full width) in /tmp"
+  t0=$(date +%s)
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  ls -l /tmp/ds10.gguf && echo "synth: $(( $(date +%s) - t0 )) s"
+  timeout 240 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 512 128 3
+fi
+
+if has fullwidth; then
+  stage "full width: 2-layer synth, cuda vs ref logits (dsinfer logits)"
+  [ -f /tmp/ds2.gguf ] || timeout 120 "$BUILD/dsinfer" synth -o /tmp/ds2.gguf --layers 2 --dense 1 --mix q3_k_m -t "$JOBS" >/dev/null
+  toks=11,2000,300,45000,129000,7,81
+  timeout 60 "$BUILD/dsinfer" logits -m /tmp/ds2.gguf --tokens $toks -o /tmp/ds2.cuda.f32 --device cuda 2>&1 | tail -2
+  timeout 200 "$BUILD/dsinfer" logits -m /tmp/ds2.gguf --tokens $toks -o /tmp/ds2.ref.f32 --device ref -t "$JOBS" 2>&1 | tail -2
+  python3 - <<'EOF'
+import numpy as np
+V = 129280
+try:
+    a = np.fromfile('/tmp/ds2.cuda.f32', np.float32).reshape(-1, V); b = np.fromfile('/tmp/ds2.ref.f32', np.float32).reshape(-1, V)
+    rel = np.linalg.norm(a - b) / np.linalg.norm(b)
+    print(f"full width ds2: cuda vs ref rel {rel:.3e}, argmax agree {(a.argmax(1) == b.argmax(1)).sum()}/{len(a)}")
+except Exception as e:
+    print("full width compare failed:", e)
+EOF
+  stage "fixtures through the CLI: dsinfer logits --device cuda vs HF"
+  for f in dsv3_tiny/dsv3_tiny-f16-mla dsv3_kq/dsv3_kq-Q3_K_M; do
+    d=${f%%/*}
+    ids=$(python3 -c "import json;print(','.join(map(str,json.load(open('tests/data/models/$d/cases.json'))['cases']['mid'])))")
+    timeout 60 "$BUILD/dsinfer" logits -m tests/data/models/$f.gguf --tokens "$ids" -o /tmp/cli.f32 --device cuda 2>&1 | tail -1
+    python3 -c "
+import numpy as np
+a=np.fromfile('/tmp/cli.f32',np.float32); b=np.fromfile('tests/data/models/$d/logits_mid.f32',np.float32)
+print('$f mid: cuda vs HF rel %.4f' % (np.linalg.norm(a-b)/np.linalg.norm(b)))"
+  done
+fi
+
+if has profile; then
+  stage "profile (DSINFER_CUDA_PROFILE=1, no graphs) on the 2-layer full-width synth"
+  [ -f /tmp/ds2.gguf ] || timeout 120 "$BUILD/dsinfer" synth -o /tmp/ds2.gguf --layers 2 --dense 1 --mix q3_k_m -t "$JOBS" >/dev/null
+  echo "-- prefill-heavy: pp512 x2, tg1 x2"
+  DSINFER_CUDA_PROFILE=1 timeout 120 "$BUILD/cuda_bench" /tmp/ds2.gguf cuda 512 1 1 2>&1 | grep -v '^loaded'
+  echo "-- decode-heavy: pp16 x2, tg64 x2"
+  DSINFER_CUDA_PROFILE=1 timeout 120 "$BUILD/cuda_bench" /tmp/ds2.gguf cuda 16 64 1 2>&1 | grep -v '^loaded'
+  echo "-- ds2 with graphs"
+  timeout 120 "$BUILD/cuda_bench" /tmp/ds2.gguf cuda 512 128 3 2>&1 | grep -v '^loaded'
+fi
+
+if has memcheck; then
+  stage "compute-sanitizer memcheck"
+  DS_CUDA_TEST_QUICK=1 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/test_cuda_blocks" 2>&1 | tail -4
+  echo "memcheck test_cuda_blocks (quick) exit ${PIPESTATUS[0]}"
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/dsinfer" logits \
+    -m tests/data/models/dsv3_kq/dsv3_kq-Q3_K_M.gguf --tokens 979,272,215,812 -o /tmp/ms.f32 --device cuda 2>&1 | tail -3
+  echo "memcheck dsinfer logits --device cuda exit ${PIPESTATUS[0]}"
+fi
+stage done

@@ -1,0 +1,771 @@
+/* cuda_backend.c: C glue of the CUDA backend — uploads the weights, owns the
+ * device scratch and the device KV pool, builds block tables, and composes
+ * the kernels of gemv/rowops/attn/router/moe into the blocks of
+ * backend.h and into the whole-micro-batch forward hook (one CUDA graph per
+ * decode shape). Not kernels: those live in the .cu files beside it. */
+#include "cuda_backend.h"
+#include "attn.h"
+#include "cuda_check.h"
+#include "gemv.h"
+#include "moe.h"
+#include "router.h"
+#include "rowops.h"
+
+#include "../../quant/iq_tables.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define LM_CHUNK 16     /* LM-head rows per pass (logits scratch [LM_CHUNK][n_vocab]) */
+#define GRAPH_MAX_ROWS 16 /* micro-batches up to this size replay a captured graph */
+#define N_GRAPHS 8
+
+/* a weight on the device: rows of row_bytes, K elements each */
+typedef struct cu_w {
+    const uint8_t *d;
+    int type;
+    int64_t K, rows;
+    size_t row_bytes;
+} cu_w;
+
+typedef struct cu_layer {
+    cu_w attn_norm, q_a, q_a_norm, q_b, q, kv_a, kv_a_norm, k_b, v_b, attn_out, ffn_norm;
+    cu_w ffn_gate, ffn_up, ffn_down;
+    cu_w gate_inp, exp_bias, gate_exps, up_exps, gate_up_exps, down_exps, gate_shexp, up_shexp, down_shexp;
+} cu_layer;
+
+/* DSINFER_CUDA_PROFILE=1: time each stage with events (no graphs), print at free */
+enum { P_APROJ, P_ACORE, P_AOUT, P_NORM, P_DENSE, P_ROUTE, P_SHARED, P_MOE, P_LM, P_N };
+static const char *const prof_names[P_N] = { "attn proj", "attn core", "attn out", "norm/add", "dense ffn",
+                                             "router", "shared exp", "routed exp", "lm head" };
+
+typedef struct cu_graph {
+    int n, nw;                 /* the shape it was captured for (0 = empty slot) */
+    cudaGraphExec_t exec;
+} cu_graph;
+
+typedef struct cu_impl {
+    const ds_model *m;
+    cudaStream_t s;
+    uint8_t *wbuf;             /* all weights, one allocation */
+    size_t wbytes;
+    cu_w token_embd, output_norm, output;
+    cu_layer *L;               /* [n_layer] */
+    float *freq;               /* [d_rope/2] */
+    int max_rows;
+    int64_t max_ctx;
+    /* scratch, [max_rows][...] */
+    float *h, *a, *y, *f, *xn, *cq, *q, *kvrow, *qabs, *olat, *heads, *ffa, *ffb, *rlogit, *rw, *margin, *act, *logits;
+    int32_t *ids, *forced;
+    /* grouped MoE prefill: rows gathered per expert, [max_rows*k][...] */
+    float *moe_y, *moe_u;          /* [R*k][E] gathered inputs, then expert outputs; [R*k][F] up */
+    int32_t *moe_idx;              /* device [2][R*k]: gathered row -> batch row, slot -> gathered row */
+    int32_t *h_moe_idx, *h_ids;    /* pinned host mirrors ([2][R*k], [R*k]) */
+    /* device KV (bound lazily to the engine's ds_kv: its geometry is known only then) */
+    const ds_kv *kv;
+    void *kv_pool;
+    ds_cu_kv_view view;
+    int n_tab;
+    /* per-call inputs: one device buffer and its pinned host mirror
+     * [tokens n][pos n][row_tab n][want_idx n][tables n_tab*max_blocks] */
+    int32_t *d_in, *h_in;
+    size_t in_len;
+    float *h_logits;           /* pinned [LM_CHUNK][n_vocab] */
+    bool use_graph;
+    cu_graph graphs[N_GRAPHS];
+    int next_graph;
+    bool prof;
+    cudaEvent_t ev0, ev1;
+    double prof_ms[P_N];
+    int prof_steps;
+} cu_impl;
+
+static void prof_begin(cu_impl *C) {
+    if (C->prof) cudaEventRecord(C->ev0, C->s);
+}
+/* ends stage cat and passes the stage's return code through */
+static int prof_end(cu_impl *C, int cat, int rc) {
+    if (!C->prof) return rc;
+    float ms = 0;
+    cudaEventRecord(C->ev1, C->s);
+    cudaEventSynchronize(C->ev1);
+    cudaEventElapsedTime(&ms, C->ev0, C->ev1);
+    C->prof_ms[cat] += ms;
+    return rc;
+}
+/* runs call (an int expression) as profile stage cat; the comma puts
+ * prof_begin before the call, and prof_end runs after its arguments */
+#define PROF(C, cat, call) prof_end(C, cat, (prof_begin(C), (call)))
+
+int ds_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+/* ---- weights ------------------------------------------------------------------ */
+
+static uint64_t tensor_bytes(const ds_tensor *t) {
+    if (!ds_tensor_present(t)) return 0;
+    return (uint64_t)t->row_bytes * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+}
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+/* visits every tensor the forward pass reads: fn(ctx, host tensor, its device slot) */
+typedef int (*tensor_fn)(void *ctx, const ds_tensor *t, cu_w *dst);
+static int for_each_tensor(const ds_model *m, cu_impl *C, tensor_fn fn, void *ctx) {
+    int rc;
+#define T(host, dev) if ((rc = fn(ctx, &(host), &(dev)))) return rc;
+    T(m->token_embd, C->token_embd)
+    T(m->output_norm, C->output_norm)
+    T(m->output, C->output)
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const ds_layer *H = &m->layers[il];
+        cu_layer *D = &C->L[il];
+#define TL(f) T(H->f, D->f)
+        TL(attn_norm) TL(q_a) TL(q_a_norm) TL(q_b) TL(q) TL(kv_a) TL(kv_a_norm) TL(k_b) TL(v_b) TL(attn_out)
+        TL(ffn_norm) TL(ffn_gate) TL(ffn_up) TL(ffn_down) TL(gate_inp) TL(exp_bias) TL(gate_exps) TL(up_exps)
+        TL(gate_up_exps) TL(down_exps) TL(gate_shexp) TL(up_shexp) TL(down_shexp)
+#undef TL
+    }
+#undef T
+    return 0;
+}
+
+typedef struct upload_ctx {
+    cu_impl *C;
+    size_t off;          /* running offset in wbuf */
+    uint64_t total;
+    const ds_tensor *bad;
+    const void *embd_src; /* tied output shares token_embd's device copy */
+} upload_ctx;
+
+static int count_tensor(void *ctx, const ds_tensor *t, cu_w *dst) {
+    upload_ctx *u = ctx;
+    if (!ds_tensor_present(t)) return 0;
+    /* matrices go through the GEMV (32-element chunks); 1-D f32 vectors
+     * (norms, the router bias) are read directly, any width */
+    const bool matrix = t->type != DS_TYPE_F32 || t->ne[1] > 1;
+    if (!ds_cu_type_supported(t->type) || (matrix && t->ne[0] % 32)) {
+        u->bad = t;
+        return 1;
+    }
+    if (t == &u->C->m->output && t->data == u->C->m->token_embd.data) return 0;
+    u->total += align256(tensor_bytes(t));
+    return 0;
+}
+
+static int upload_tensor(void *ctx, const ds_tensor *t, cu_w *dst) {
+    upload_ctx *u = ctx;
+    memset(dst, 0, sizeof *dst);
+    if (!ds_tensor_present(t)) return 0;
+    dst->type = t->type;
+    dst->K = t->ne[0];
+    dst->rows = t->ne[1] * t->ne[2] * t->ne[3];
+    dst->row_bytes = t->row_bytes;
+    if (t == &u->C->m->output && t->data == u->C->m->token_embd.data) {
+        dst->d = u->C->token_embd.d;
+        return 0;
+    }
+    dst->d = u->C->wbuf + u->off;
+    DS_CU_TRY(cudaMemcpy(u->C->wbuf + u->off, t->data, tensor_bytes(t), cudaMemcpyHostToDevice));
+    u->off += align256(tensor_bytes(t));
+    return 0;
+}
+
+/* ---- small helpers ------------------------------------------------------------- */
+
+/* y[n][ldy] (=|+=) W[row0 .. row0+M) x, x rows ldx apart */
+static int gemv(cu_impl *C, const cu_w *W, int64_t row0, int64_t M, const float *x, int64_t ldx, int n, float *y,
+                int64_t ldy, int accumulate) {
+    ds_cu_gemv_params p = { .w = W->d + (size_t)row0 * W->row_bytes, .type = W->type, .K = W->K, .M = M,
+                            .row_bytes = W->row_bytes, .x = x, .ldx = ldx, .y = y, .ldy = ldy, .n = n,
+                            .accumulate = accumulate, .stream = C->s };
+    return ds_cu_gemv(&p);
+}
+
+/* per-head GEMV: W rows [n_group][group_rows], group g reads x + g*group_stride */
+static int gemv_heads(cu_impl *C, const cu_w *W, const float *x, int64_t ldx, int64_t group_rows,
+                      int64_t group_stride, int n, float *y, int64_t ldy) {
+    ds_cu_gemv_params p = { .w = W->d, .type = W->type, .K = W->K, .M = W->rows, .row_bytes = W->row_bytes,
+                            .x = x, .ldx = ldx, .group_rows = group_rows, .group_stride = group_stride, .y = y,
+                            .ldy = ldy, .n = n, .stream = C->s };
+    return ds_cu_gemv(&p);
+}
+
+/* a CUDA error (already printed with file:line) as the block's status */
+static ds_status cu_fail(int rc, const char *what) {
+    if (!rc) return DS_OK;
+    fprintf(stderr, "cuda backend: %s failed (cuda error %d)\n", what, rc);
+    return DS_ERR_INTERNAL;
+}
+
+/* ---- KV binding and per-call inputs --------------------------------------------- */
+
+static int bind_kv(cu_impl *C, const ds_kv *kv) {
+    if (C->kv == kv) return 0;
+    const ds_hparams *hp = &C->m->hp;
+    if (C->kv_pool) {
+        DS_CU_TRY(cudaFree(C->kv_pool));
+        C->kv_pool = NULL;
+    }
+    cudaFree(C->d_in);
+    cudaFreeHost(C->h_in);
+    C->d_in = NULL;
+    C->h_in = NULL;
+    const int elem = ds_kv_type(kv) == DS_TYPE_F32 ? 4 : 2;
+    const int64_t nb = ds_kv_n_blocks(kv);
+    const size_t pool = (size_t)hp->n_layer * nb * ds_kv_block_tokens(kv) * ds_kv_row_dim(kv) * elem;
+    DS_CU_TRY(cudaMalloc(&C->kv_pool, pool));
+    DS_CU_TRY(cudaMemset(C->kv_pool, 0, pool));
+    C->n_tab = ds_kv_n_seq(kv) < C->max_rows ? ds_kv_n_seq(kv) : C->max_rows;
+    C->in_len = (size_t)4 * C->max_rows + (size_t)C->n_tab * nb;
+    DS_CU_TRY(cudaMalloc((void **)&C->d_in, C->in_len * sizeof(int32_t)));
+    DS_CU_TRY(cudaMallocHost((void **)&C->h_in, C->in_len * sizeof(int32_t)));
+    const int R = C->max_rows;
+    C->view = (ds_cu_kv_view){ .pool = C->kv_pool, .kv_type = ds_kv_type(kv), .row_dim = ds_kv_row_dim(kv),
+                               .block_tokens = ds_kv_block_tokens(kv), .n_blocks = nb,
+                               .tables = C->d_in + 4 * R, .max_blocks = (int)nb,
+                               .row_tab = C->d_in + 2 * R, .pos = C->d_in + R };
+    C->kv = kv;
+    for (int i = 0; i < N_GRAPHS; i++) { /* graphs hold the old pointers */
+        if (C->graphs[i].n) cudaGraphExecDestroy(C->graphs[i].exec);
+        C->graphs[i].n = 0;
+    }
+    return 0;
+}
+
+/* Fills the host mirror with tokens, positions, each row's table index,
+ * the wanted-row list and the block tables, and copies it to the device
+ * (async on the stream). Returns the number of wanted rows in *nw. */
+static int upload_inputs(cu_impl *C, const ds_rows *rows, const int32_t *tokens, const bool *want, const ds_kv *kv,
+                         int *nw) {
+    const int R = C->max_rows, n = rows->n;
+    int32_t *tok = C->h_in, *pos = C->h_in + R, *tab = C->h_in + 2 * R, *widx = C->h_in + 3 * R;
+    int32_t *tables = C->h_in + 4 * R;
+    const int bt = ds_kv_block_tokens(kv);
+    const int64_t nb = ds_kv_n_blocks(kv);
+    int seqs[GRAPH_MAX_ROWS * 64], n_seqs = 0, maxpos[GRAPH_MAX_ROWS * 64];
+    int k = 0;
+    for (int r = 0; r < n; r++) {
+        tok[r] = tokens ? tokens[r] : 0;
+        pos[r] = rows->pos[r];
+        int t = 0;
+        while (t < n_seqs && seqs[t] != rows->seq[r]) t++;
+        if (t == n_seqs) {
+            if (n_seqs == C->n_tab || n_seqs == (int)(sizeof seqs / sizeof *seqs)) return (int)cudaErrorInvalidValue;
+            seqs[n_seqs] = rows->seq[r];
+            maxpos[n_seqs++] = rows->pos[r];
+        }
+        if (rows->pos[r] > maxpos[t]) maxpos[t] = rows->pos[r];
+        tab[r] = t;
+        if (!want || want[r]) widx[k++] = r;
+    }
+    for (int t = 0; t < n_seqs; t++)
+        for (int64_t b = 0; b <= maxpos[t] / bt; b++) tables[(size_t)t * nb + b] = (int32_t)ds_kv_block_id(kv, seqs[t], b);
+    *nw = k;
+    /* the row arrays and the tables of the sequences in this batch (rows nb apart) */
+    const size_t len = (size_t)4 * R + (size_t)n_seqs * nb;
+    DS_CU_TRY(cudaMemcpyAsync(C->d_in, C->h_in, len * sizeof(int32_t), cudaMemcpyHostToDevice, C->s));
+    return 0;
+}
+
+/* ---- blocks on device pointers ---------------------------------------------------- */
+
+static int dev_attn(cu_impl *C, int il, int n, const float *h, float *out) {
+    const ds_hparams *hp = &C->m->hp;
+    const cu_layer *L = &C->L[il];
+    const int E = hp->n_embd, H = hp->n_head, DQK = hp->d_qk, LR = hp->kv_lora, DR = hp->d_rope, DV = hp->d_v;
+    int rc;
+    prof_begin(C);
+    if ((rc = ds_cu_rmsnorm(h, E, (const float *)L->attn_norm.d, E, hp->rms_eps, n, C->xn, E, C->s))) return rc;
+    if (hp->q_lora > 0) {
+        if ((rc = gemv(C, &L->q_a, 0, hp->q_lora, C->xn, E, n, C->cq, hp->q_lora, 0))) return rc;
+        if ((rc = ds_cu_rmsnorm(C->cq, hp->q_lora, (const float *)L->q_a_norm.d, hp->q_lora, hp->rms_eps, n, C->cq,
+                                hp->q_lora, C->s)))
+            return rc;
+        if ((rc = gemv(C, &L->q_b, 0, (int64_t)H * DQK, C->cq, hp->q_lora, n, C->q, (int64_t)H * DQK, 0))) return rc;
+    } else if ((rc = gemv(C, &L->q, 0, (int64_t)H * DQK, C->xn, E, n, C->q, (int64_t)H * DQK, 0))) {
+        return rc;
+    }
+    if ((rc = gemv(C, &L->kv_a, 0, LR + DR, C->xn, E, n, C->kvrow, LR + DR, 0))) return rc;
+    prof_end(C, P_APROJ, 0);
+    prof_begin(C);
+    if ((rc = ds_cu_kv_store(C->kvrow, n, LR, DR, (const float *)L->kv_a_norm.d, hp->rms_eps, C->freq, &C->view, il,
+                             C->s)))
+        return rc;
+    if ((rc = ds_cu_rope_q(C->q, n, H, DQK, hp->d_nope, DR, C->freq, C->view.pos, C->s))) return rc;
+    /* q_nope -> latent per head (k_b rows [H][LR], x = q[r][h][0..d_nope)) */
+    if ((rc = gemv_heads(C, &L->k_b, C->q, (int64_t)H * DQK, LR, DQK, n, C->qabs, (int64_t)H * LR))) return rc;
+    if ((rc = ds_cu_mla(C->qabs, C->q, n, H, DQK, hp->d_nope, LR, DR, (float)hp->kq_scale, &C->view, il, C->olat,
+                        C->s)))
+        return rc;
+    /* latent -> v per head (v_b rows [H][DV], x = olat[r][h]) */
+    if ((rc = gemv_heads(C, &L->v_b, C->olat, (int64_t)H * LR, DV, LR, n, C->heads, (int64_t)H * DV))) return rc;
+    prof_end(C, P_ACORE, 0);
+    return PROF(C, P_AOUT, gemv(C, &L->attn_out, 0, E, C->heads, (int64_t)H * DV, n, out, E, 0));
+}
+
+/* out = down(silu(gate y) * up y), rows of gate/up from g0/u0, F wide */
+static int dev_ffn(cu_impl *C, const cu_w *gate, int64_t g0, const cu_w *up, int64_t u0, const cu_w *down, int64_t F,
+                   int n, const float *y, float *out) {
+    const int E = C->m->hp.n_embd;
+    int rc;
+    if ((rc = gemv(C, gate, g0, F, y, E, n, C->ffa, F, 0))) return rc;
+    if ((rc = gemv(C, up, u0, F, y, E, n, C->ffb, F, 0))) return rc;
+    if ((rc = ds_cu_silu_mul(C->ffa, C->ffb, F, F, n, C->ffa, F, C->s))) return rc;
+    return gemv(C, down, 0, E, C->ffa, F, n, out, E, 0);
+}
+
+static int dev_dense(cu_impl *C, int il, int n, const float *y, float *out) {
+    const cu_layer *L = &C->L[il];
+    return dev_ffn(C, &L->ffn_gate, 0, &L->ffn_up, 0, &L->ffn_down, C->m->hp.n_ff, n, y, out);
+}
+
+static int dev_shared(cu_impl *C, int il, int n, const float *y, float *out) {
+    const cu_layer *L = &C->L[il];
+    if (!L->gate_shexp.d) {
+        DS_CU_TRY(cudaMemsetAsync(out, 0, (size_t)n * C->m->hp.n_embd * sizeof(float), C->s));
+        return 0;
+    }
+    return dev_ffn(C, &L->gate_shexp, 0, &L->up_shexp, 0, &L->down_shexp, L->gate_shexp.rows, n, y, out);
+}
+
+static int dev_route(cu_impl *C, int il, int n, const float *y, const int32_t *forced) {
+    const ds_hparams *hp = &C->m->hp;
+    const cu_layer *L = &C->L[il];
+    int rc;
+    if ((rc = gemv(C, &L->gate_inp, 0, hp->n_expert, y, hp->n_embd, n, C->rlogit, hp->n_expert, 0))) return rc;
+    ds_cu_route_params p = { .logits = C->rlogit, .bias = L->exp_bias.d ? (const float *)L->exp_bias.d : NULL,
+                             .forced = forced, .ids = C->ids, .weights = C->rw, .margin = C->margin, .n = n,
+                             .n_expert = hp->n_expert, .k = hp->n_expert_used, .n_group = hp->n_group,
+                             .n_group_used = hp->n_group_used, .sigmoid = hp->gating == DS_GATING_SIGMOID,
+                             .norm = hp->expert_weights_norm, .scale = hp->expert_weights_scale, .stream = C->s };
+    return ds_cu_route(&p);
+}
+
+/* out += routed experts of ids/weights (device arrays [n][k]) */
+static int dev_moe(cu_impl *C, int il, int n, const float *y, const int32_t *ids, const float *w, float *out) {
+    const ds_hparams *hp = &C->m->hp;
+    const cu_layer *L = &C->L[il];
+    const int64_t F = hp->n_ff_exp, E = hp->n_embd;
+    ds_cu_moe_params p = { .E = E, .F = F, .y = y, .ids = ids, .weights = w, .act = C->act, .out = out, .n = n,
+                           .k = hp->n_expert_used, .stream = C->s };
+    if (L->gate_up_exps.d) {
+        const cu_w *g = &L->gate_up_exps;
+        p.gate = (ds_cu_exps){ g->d, g->type, g->row_bytes, (size_t)2 * F * g->row_bytes };
+        p.up = (ds_cu_exps){ g->d + (size_t)F * g->row_bytes, g->type, g->row_bytes, (size_t)2 * F * g->row_bytes };
+    } else {
+        p.gate = (ds_cu_exps){ L->gate_exps.d, L->gate_exps.type, L->gate_exps.row_bytes, (size_t)F * L->gate_exps.row_bytes };
+        p.up = (ds_cu_exps){ L->up_exps.d, L->up_exps.type, L->up_exps.row_bytes, (size_t)F * L->up_exps.row_bytes };
+    }
+    p.down = (ds_cu_exps){ L->down_exps.d, L->down_exps.type, L->down_exps.row_bytes,
+                           (size_t)E * L->down_exps.row_bytes };
+    return ds_cu_moe(&p);
+}
+
+/* out += routed experts for a prefill: the (row, slot) pairs are grouped by
+ * expert on the host (ids in host memory), the rows gathered, and each used
+ * expert runs its GEMVs once over its rows (weights read ceil(rows/16) times
+ * instead of once per pair); a combine kernel adds the weighted outputs in
+ * slot order, so results do not depend on the grouping. w: device [n][k]. */
+static int dev_moe_grouped(cu_impl *C, int il, int n, const float *y, const int32_t *ids, const float *w,
+                           float *out) {
+    const ds_hparams *hp = &C->m->hp;
+    const cu_layer *L = &C->L[il];
+    const int k = hp->n_expert_used, NE = hp->n_expert;
+    const int64_t F = hp->n_ff_exp, E = hp->n_embd;
+    int32_t *grow = C->h_moe_idx, *slot = C->h_moe_idx + (size_t)C->max_rows * k;
+    int cnt[DS_MAX_EXPERTS + 1] = { 0 }, off[DS_MAX_EXPERTS + 1];
+    for (int p = 0; p < n * k; p++)
+        if (ids[p] >= 0 && ids[p] < NE) cnt[ids[p]]++;
+    off[0] = 0;
+    for (int e = 0; e < NE; e++) off[e + 1] = off[e] + cnt[e];
+    const int total = off[NE];
+    int fill[DS_MAX_EXPERTS];
+    memcpy(fill, off, sizeof(int) * NE);
+    for (int p = 0; p < n * k; p++) {
+        const int e = ids[p];
+        if (e < 0 || e >= NE) { slot[p] = -1; continue; }
+        slot[p] = fill[e];
+        grow[fill[e]++] = p / k;
+    }
+    int rc;
+    DS_CU_TRY(cudaMemcpyAsync(C->moe_idx, grow, (size_t)total * sizeof(int32_t), cudaMemcpyHostToDevice, C->s));
+    DS_CU_TRY(cudaMemcpyAsync(C->moe_idx + (size_t)C->max_rows * k, slot, (size_t)n * k * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, C->s));
+    if ((rc = ds_cu_gather_rows(y, C->moe_idx, total, E, C->moe_y, C->s))) return rc;
+    const bool fused = L->gate_up_exps.d != NULL;
+    for (int e = 0; e < NE; e++) {
+        if (!cnt[e]) continue;
+        const float *xe = C->moe_y + (size_t)off[e] * E;
+        const cu_w *g = fused ? &L->gate_up_exps : &L->gate_exps, *u = fused ? &L->gate_up_exps : &L->up_exps;
+        const int64_t g0 = fused ? (int64_t)e * 2 * F : (int64_t)e * F, u0 = fused ? g0 + F : (int64_t)e * F;
+        if ((rc = gemv(C, g, g0, F, xe, E, cnt[e], C->act + (size_t)off[e] * F, F, 0)) ||
+            (rc = gemv(C, u, u0, F, xe, E, cnt[e], C->moe_u + (size_t)off[e] * F, F, 0)))
+            return rc;
+    }
+    if ((rc = ds_cu_silu_mul(C->act, C->moe_u, F, F, total, C->act, F, C->s))) return rc;
+    for (int e = 0; e < NE; e++) { /* gathered inputs are consumed: outputs reuse moe_y */
+        if (!cnt[e]) continue;
+        if ((rc = gemv(C, &L->down_exps, (int64_t)e * E, E, C->act + (size_t)off[e] * F, F, cnt[e],
+                       C->moe_y + (size_t)off[e] * E, E, 0)))
+            return rc;
+    }
+    return ds_cu_moe_combine(C->moe_y, C->moe_idx + (size_t)C->max_rows * k, w, n, k, E, out, C->s);
+}
+
+/* logits of n rows of h (device) into d_logits [n][V] (n <= LM_CHUNK) */
+static int dev_lm_head(cu_impl *C, int n, const float *h) {
+    const ds_hparams *hp = &C->m->hp;
+    int rc;
+    if ((rc = ds_cu_rmsnorm(h, hp->n_embd, (const float *)C->output_norm.d, hp->n_embd, hp->rms_eps, n, C->xn,
+                            hp->n_embd, C->s)))
+        return rc;
+    return gemv(C, &C->output, 0, hp->n_vocab, C->xn, hp->n_embd, n, C->logits, hp->n_vocab, 0);
+}
+
+/* ---- the block interface (host activations in and out) --------------------------- */
+
+static int to_dev(cu_impl *C, void *d, const void *h, size_t bytes) {
+    DS_CU_TRY(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, C->s));
+    return 0;
+}
+static int to_host(cu_impl *C, void *h, const void *d, size_t bytes) {
+    DS_CU_TRY(cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, C->s));
+    DS_CU_TRY(cudaStreamSynchronize(C->s));
+    return 0;
+}
+
+static ds_status cu_attn(ds_backend *be, const ds_model *m, int il, const ds_rows *rows, const float *h, float *out,
+                         ds_kv *kv) {
+    cu_impl *C = be->impl;
+    const size_t bytes = (size_t)rows->n * m->hp.n_embd * sizeof(float);
+    int nw, rc;
+    if ((rc = bind_kv(C, kv)) || (rc = upload_inputs(C, rows, NULL, NULL, kv, &nw)) || (rc = to_dev(C, C->h, h, bytes)) ||
+        (rc = dev_attn(C, il, rows->n, C->h, C->a)) || (rc = to_host(C, out, C->a, bytes)))
+        return cu_fail(rc, "attn");
+    return DS_OK;
+}
+
+static ds_status cu_dense_ffn(ds_backend *be, const ds_model *m, int il, int n, const float *y, float *out) {
+    cu_impl *C = be->impl;
+    const size_t bytes = (size_t)n * m->hp.n_embd * sizeof(float);
+    int rc;
+    if ((rc = to_dev(C, C->y, y, bytes)) || (rc = dev_dense(C, il, n, C->y, C->f)) || (rc = to_host(C, out, C->f, bytes)))
+        return cu_fail(rc, "dense_ffn");
+    return DS_OK;
+}
+
+static ds_status cu_moe_route(ds_backend *be, const ds_model *m, int il, int n, const float *y, const int32_t *forced,
+                              int32_t *ids, float *weights, float *margin) {
+    cu_impl *C = be->impl;
+    const int k = m->hp.n_expert_used;
+    int rc;
+    if ((rc = to_dev(C, C->y, y, (size_t)n * m->hp.n_embd * sizeof(float)))) return cu_fail(rc, "route");
+    if (forced && (rc = to_dev(C, C->forced, forced, (size_t)n * k * sizeof(int32_t)))) return cu_fail(rc, "route");
+    if ((rc = dev_route(C, il, n, C->y, forced ? C->forced : NULL)) ||
+        (rc = to_host(C, ids, C->ids, (size_t)n * k * sizeof(int32_t))) ||
+        (rc = to_host(C, weights, C->rw, (size_t)n * k * sizeof(float))) ||
+        (margin && (rc = to_host(C, margin, C->margin, (size_t)n * sizeof(float)))))
+        return cu_fail(rc, "route");
+    return DS_OK;
+}
+
+static ds_status cu_moe_experts(ds_backend *be, const ds_model *m, int il, int n, const float *y, const int32_t *ids,
+                                const float *weights, float *out) {
+    cu_impl *C = be->impl;
+    const int k = m->hp.n_expert_used;
+    const size_t bytes = (size_t)n * m->hp.n_embd * sizeof(float);
+    int rc;
+    if ((rc = to_dev(C, C->y, y, bytes)) || (rc = to_dev(C, C->f, out, bytes)) ||
+        (rc = to_dev(C, C->ids, ids, (size_t)n * k * sizeof(int32_t))) ||
+        (rc = to_dev(C, C->rw, weights, (size_t)n * k * sizeof(float))) ||
+        (rc = n > GRAPH_MAX_ROWS ? dev_moe_grouped(C, il, n, C->y, ids, C->rw, C->f)
+                                 : dev_moe(C, il, n, C->y, C->ids, C->rw, C->f)) ||
+        (rc = to_host(C, out, C->f, bytes)))
+        return cu_fail(rc, "moe_experts");
+    return DS_OK;
+}
+
+static ds_status cu_shared_expert(ds_backend *be, const ds_model *m, int il, int n, const float *y, float *out) {
+    cu_impl *C = be->impl;
+    const size_t bytes = (size_t)n * m->hp.n_embd * sizeof(float);
+    int rc;
+    if ((rc = to_dev(C, C->y, y, bytes)) || (rc = dev_shared(C, il, n, C->y, C->f)) || (rc = to_host(C, out, C->f, bytes)))
+        return cu_fail(rc, "shared_expert");
+    return DS_OK;
+}
+
+static ds_status cu_lm_head(ds_backend *be, const ds_model *m, int n, const float *h, float *logits) {
+    cu_impl *C = be->impl;
+    const int E = m->hp.n_embd;
+    const size_t V = (size_t)m->hp.n_vocab;
+    int rc;
+    for (int r0 = 0; r0 < n; r0 += LM_CHUNK) {
+        const int c = n - r0 < LM_CHUNK ? n - r0 : LM_CHUNK;
+        if ((rc = to_dev(C, C->h, h + (size_t)r0 * E, (size_t)c * E * sizeof(float))) || (rc = dev_lm_head(C, c, C->h)) ||
+            (rc = to_host(C, logits + (size_t)r0 * V, C->logits, (size_t)c * V * sizeof(float))))
+            return cu_fail(rc, "lm_head");
+    }
+    return DS_OK;
+}
+
+/* ---- the forward hook: a whole micro-batch on the device ------------------------------- */
+
+/* routed experts of the router's device ids: fused kernels for decode
+ * (graph-capturable), grouped by expert for prefill (reads ids back) */
+static int dev_moe_any(cu_impl *C, int il, int n, const float *y, float *out) {
+    if (n <= GRAPH_MAX_ROWS) return dev_moe(C, il, n, y, C->ids, C->rw, out);
+    const size_t nk = (size_t)n * C->m->hp.n_expert_used;
+    DS_CU_TRY(cudaMemcpyAsync(C->h_ids, C->ids, nk * sizeof(int32_t), cudaMemcpyDeviceToHost, C->s));
+    DS_CU_TRY(cudaStreamSynchronize(C->s));
+    return dev_moe_grouped(C, il, n, y, C->h_ids, C->rw, out);
+}
+
+/* every layer on C->h (embedded already); wanted rows gathered into C->a */
+static int dev_layers(cu_impl *C, int n, int nw) {
+    const ds_hparams *hp = &C->m->hp;
+    const size_t nE = (size_t)n * hp->n_embd;
+    const int R = C->max_rows;
+    int rc;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if ((rc = dev_attn(C, il, n, C->h, C->a)) || (rc = PROF(C, P_NORM, ds_cu_add(C->h, C->a, (int64_t)nE, C->s))))
+            return rc;
+        if ((rc = PROF(C, P_NORM, ds_cu_rmsnorm(C->h, hp->n_embd, (const float *)C->L[il].ffn_norm.d, hp->n_embd,
+                                                hp->rms_eps, n, C->y, hp->n_embd, C->s))))
+            return rc;
+        if (!C->m->layers[il].is_moe) {
+            if ((rc = PROF(C, P_DENSE, dev_dense(C, il, n, C->y, C->f)))) return rc;
+        } else if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) ||
+                   (rc = PROF(C, P_SHARED, dev_shared(C, il, n, C->y, C->f))) ||
+                   (rc = PROF(C, P_MOE, dev_moe_any(C, il, n, C->y, C->f)))) {
+            return rc;
+        }
+        if ((rc = PROF(C, P_NORM, ds_cu_add(C->h, C->f, (int64_t)nE, C->s)))) return rc;
+    }
+    return nw > 0 ? ds_cu_gather_rows(C->h, C->d_in + 3 * R, nw, hp->n_embd, C->a, C->s) : 0;
+}
+
+/* embedding + layers (+ LM head of the first LM_CHUNK wanted rows when lm) */
+static int dev_step(cu_impl *C, int n, int nw, bool lm) {
+    const ds_model *m = C->m;
+    int rc;
+    if ((rc = ds_cu_embed(C->token_embd.d, C->token_embd.type, m->hp.n_embd, C->token_embd.row_bytes, C->d_in, n, C->h,
+                          C->s)) ||
+        (rc = dev_layers(C, n, nw)))
+        return rc;
+    return lm && nw > 0 ? PROF(C, P_LM, dev_lm_head(C, nw < LM_CHUNK ? nw : LM_CHUNK, C->a)) : 0;
+}
+
+/* a captured graph of dev_step for this (n, nw), captured on first use */
+static int graph_for(cu_impl *C, int n, int nw, cudaGraphExec_t *out) {
+    for (int i = 0; i < N_GRAPHS; i++)
+        if (C->graphs[i].n == n && C->graphs[i].nw == nw) {
+            *out = C->graphs[i].exec;
+            return 0;
+        }
+    cu_graph *g = &C->graphs[C->next_graph];
+    C->next_graph = (C->next_graph + 1) % N_GRAPHS;
+    if (g->n) cudaGraphExecDestroy(g->exec);
+    g->n = 0;
+    cudaGraph_t graph;
+    DS_CU_TRY(cudaStreamBeginCapture(C->s, cudaStreamCaptureModeThreadLocal));
+    int rc = dev_step(C, n, nw, true);
+    cudaError_t e = cudaStreamEndCapture(C->s, &graph);
+    if (rc) return rc;
+    DS_CU_TRY(e);
+    e = cudaGraphInstantiate(&g->exec, graph, 0);
+    cudaGraphDestroy(graph);
+    DS_CU_TRY(e);
+    g->n = n;
+    g->nw = nw;
+    *out = g->exec;
+    return 0;
+}
+
+static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *rows, const int32_t *tokens,
+                            const bool *want, ds_kv *kv, float *logits, int *n_logits) {
+    cu_impl *C = be->impl;
+    const size_t V = (size_t)m->hp.n_vocab;
+    const int n = rows->n;
+    int nw = 0, rc;
+    if (n > C->max_rows) return DS_ERR_INVALID_ARG;
+    if ((rc = bind_kv(C, kv)) || (rc = upload_inputs(C, rows, tokens, want, kv, &nw))) return cu_fail(rc, "forward");
+    if (!logits) nw = 0;
+    if (C->use_graph && n <= GRAPH_MAX_ROWS) {
+        cudaGraphExec_t exec;
+        if ((rc = graph_for(C, n, nw, &exec))) return cu_fail(rc, "graph");
+        if (cudaGraphLaunch(exec, C->s) != cudaSuccess) return cu_fail(1, "graph launch");
+    } else if ((rc = dev_step(C, n, nw, true))) {
+        return cu_fail(rc, "forward");
+    }
+    if (C->prof && n == 1) C->prof_steps++;
+    /* the first chunk's logits are in C->logits; later chunks run here */
+    for (int r0 = 0; r0 < nw; r0 += LM_CHUNK) {
+        const int c = nw - r0 < LM_CHUNK ? nw - r0 : LM_CHUNK;
+        if (r0 > 0 && (rc = dev_lm_head(C, c, C->a + (size_t)r0 * m->hp.n_embd))) return cu_fail(rc, "lm_head");
+        if ((rc = to_host(C, logits + (size_t)r0 * V, C->logits, (size_t)c * V * sizeof(float))))
+            return cu_fail(rc, "logits");
+    }
+    if (nw == 0 && cudaStreamSynchronize(C->s) != cudaSuccess) return cu_fail(1, "sync");
+    *n_logits = nw;
+    return DS_OK;
+}
+
+/* ---- create / free ---------------------------------------------------------------------- */
+
+static void cu_free(ds_backend *be) {
+    if (!be) return;
+    cu_impl *C = be->impl;
+    if (C) {
+        if (C->prof) {
+            double tot = 0;
+            for (int i = 0; i < P_N; i++) tot += C->prof_ms[i];
+            fprintf(stderr, "cuda profile (%d single-row steps among the calls; ms total, share):\n", C->prof_steps);
+            for (int i = 0; i < P_N; i++)
+                fprintf(stderr, "  %-11s %9.2f ms %5.1f%%\n", prof_names[i], C->prof_ms[i],
+                        tot > 0 ? 100 * C->prof_ms[i] / tot : 0);
+            cudaEventDestroy(C->ev0);
+            cudaEventDestroy(C->ev1);
+        }
+        for (int i = 0; i < N_GRAPHS; i++)
+            if (C->graphs[i].n) cudaGraphExecDestroy(C->graphs[i].exec);
+        void *bufs[] = { C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
+                         C->heads, C->ffa, C->ffb, C->rlogit, C->rw, C->margin, C->act, C->logits, C->ids,
+                         C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx };
+        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+            if (bufs[i]) cudaFree(bufs[i]);
+        if (C->h_in) cudaFreeHost(C->h_in);
+        if (C->h_moe_idx) cudaFreeHost(C->h_moe_idx);
+        if (C->h_ids) cudaFreeHost(C->h_ids);
+        if (C->s) cudaStreamDestroy(C->s);
+        free(C->L);
+        free(C);
+    }
+    free(be);
+}
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* device scratch: (pointer, element count, element size) */
+static int alloc_scratch(cu_impl *C, size_t *total_out, bool dry) {
+    const ds_hparams *hp = &C->m->hp;
+    const int64_t R = C->max_rows, E = hp->n_embd, H = hp->n_head, k = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
+    const int64_t ffmax = max64(hp->n_ff, (int64_t)hp->n_ff_exp * max64(1, hp->n_expert_shared));
+    struct { void **p; int64_t n; } t[] = {
+        { (void **)&C->h, R * E }, { (void **)&C->a, R * E }, { (void **)&C->y, R * E }, { (void **)&C->f, R * E },
+        { (void **)&C->xn, R * E }, { (void **)&C->cq, R * max64(1, hp->q_lora) },
+        { (void **)&C->q, R * H * hp->d_qk }, { (void **)&C->kvrow, R * hp->d_kv_row },
+        { (void **)&C->qabs, R * H * hp->kv_lora }, { (void **)&C->olat, R * H * hp->kv_lora },
+        { (void **)&C->heads, R * H * hp->d_v }, { (void **)&C->ffa, R * ffmax }, { (void **)&C->ffb, R * ffmax },
+        { (void **)&C->rlogit, R * max64(1, hp->n_expert) }, { (void **)&C->rw, R * k }, { (void **)&C->margin, R },
+        { (void **)&C->act, R * k * max64(1, hp->n_ff_exp) }, { (void **)&C->logits, (int64_t)LM_CHUNK * hp->n_vocab },
+        { (void **)&C->ids, R * k }, { (void **)&C->forced, R * k },
+        { (void **)&C->freq, max64(1, hp->d_rope / 2) },
+        { (void **)&C->moe_y, R * k * E }, { (void **)&C->moe_u, R * k * max64(1, hp->n_ff_exp) },
+        { (void **)&C->moe_idx, 2 * R * k },
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+        size_t bytes = align256((size_t)t[i].n * 4);
+        total += bytes;
+        if (!dry) DS_CU_TRY(cudaMalloc(t[i].p, bytes));
+    }
+    *total_out = total;
+    return 0;
+}
+
+ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, ds_backend **out, ds_error *err) {
+    *out = NULL;
+    const ds_hparams *hp = &m->hp;
+    if (ds_cuda_device_count() < 1)
+        return ds_error_set(err, DS_ERR_IO, "device 'cuda': no CUDA device is visible (driver missing or no GPU)");
+    ds_backend *be = calloc(1, sizeof *be);
+    cu_impl *C = calloc(1, sizeof *C);
+    if (!be || !C) { free(be); free(C); return ds_error_set(err, DS_ERR_OOM, "out of memory"); }
+    be->impl = C;
+    be->name = "cuda";
+    be->device_kv = true;
+    C->m = m;
+    C->max_rows = p->max_rows > 0 ? p->max_rows : 1;
+    if (C->max_rows < LM_CHUNK) C->max_rows = LM_CHUNK;
+    C->max_ctx = p->max_ctx > 0 ? p->max_ctx : hp->n_ctx_train;
+    const char *g = getenv("DSINFER_CUDA_GRAPH");
+    C->use_graph = !(g && g[0] == '0');
+    const char *pf = getenv("DSINFER_CUDA_PROFILE");
+    C->prof = pf && pf[0] == '1';
+    if (C->prof) C->use_graph = false; /* events with host syncs cannot sit in a graph */
+    C->L = calloc((size_t)hp->n_layer, sizeof *C->L);
+    ds_status st = DS_ERR_INTERNAL;
+    if (!C->L) { st = ds_error_set(err, DS_ERR_OOM, "out of memory"); goto fail; }
+    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&C->s, cudaStreamNonBlocking) != cudaSuccess) {
+        st = ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create a stream on device 0");
+        goto fail;
+    }
+    if (C->prof && (cudaEventCreate(&C->ev0) != cudaSuccess || cudaEventCreate(&C->ev1) != cudaSuccess)) {
+        st = ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create profiling events");
+        goto fail;
+    }
+    if (ds_cu_gemv_check_tables(ds_iq4nl_values)) {
+        st = ds_error_set(err, DS_ERR_INTERNAL, "device 'cuda': the kernels' iq4_nl table differs from the host's");
+        goto fail;
+    }
+    if (hp->d_kv_row > 2048 || hp->kv_lora > 1024 || hp->d_rope > 128 || hp->n_expert > 1024 || hp->n_group > 64) {
+        st = ds_error_set(err, DS_ERR_UNSUPPORTED, "device 'cuda': model dimensions beyond the kernels' limits");
+        goto fail;
+    }
+    /* count, check types, check memory, then upload */
+    upload_ctx u = { .C = C };
+    if (for_each_tensor(m, C, count_tensor, &u)) {
+        const ds_type_traits *tr = ds_type_info(u.bad->type);
+        st = ds_error_set(err, DS_ERR_UNSUPPORTED,
+                          "device 'cuda': tensor '%s' has type %s (width %lld), which the CUDA kernels do not read yet",
+                          u.bad->name, tr ? tr->name : "?", (long long)u.bad->ne[0]);
+        goto fail;
+    }
+    size_t scratch;
+    alloc_scratch(C, &scratch, true);
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    if (u.total + scratch + ((size_t)256 << 20) > free_b) {
+        st = ds_error_set(err, DS_ERR_OOM,
+                          "device 'cuda': the model needs %.2f GiB of weights + %.2f GiB of scratch, the GPU has "
+                          "%.2f GiB free of %.2f GiB",
+                          u.total / 1073741824.0, scratch / 1073741824.0, free_b / 1073741824.0,
+                          total_b / 1073741824.0);
+        goto fail;
+    }
+    if (cudaMalloc((void **)&C->wbuf, u.total ? u.total : 256) != cudaSuccess) {
+        st = ds_error_set(err, DS_ERR_OOM, "device 'cuda': cannot allocate %.2f GiB for the weights",
+                          u.total / 1073741824.0);
+        goto fail;
+    }
+    C->wbytes = u.total;
+    const size_t rk = (size_t)C->max_rows * (hp->n_expert_used > 0 ? hp->n_expert_used : 1);
+    if (for_each_tensor(m, C, upload_tensor, &u) || alloc_scratch(C, &scratch, false) ||
+        cudaMallocHost((void **)&C->h_moe_idx, 2 * rk * sizeof(int32_t)) != cudaSuccess ||
+        cudaMallocHost((void **)&C->h_ids, rk * sizeof(int32_t)) != cudaSuccess ||
+        cudaMemcpy(C->freq, m->rope_freq, (size_t)(hp->d_rope / 2) * sizeof(float), cudaMemcpyHostToDevice)) {
+        st = ds_error_set(err, DS_ERR_OOM, "device 'cuda': uploading weights or allocating scratch failed");
+        goto fail;
+    }
+    be->attn = cu_attn;
+    be->dense_ffn = cu_dense_ffn;
+    be->moe_route = cu_moe_route;
+    be->moe_experts = cu_moe_experts;
+    be->shared_expert = cu_shared_expert;
+    be->lm_head = cu_lm_head;
+    const char *f = getenv("DSINFER_CUDA_FORWARD");
+    be->forward = f && f[0] == '0' ? NULL : cu_forward;
+    be->free = cu_free;
+    *out = be;
+    return DS_OK;
+fail:
+    cu_free(be);
+    return st;
+}

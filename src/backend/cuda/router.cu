@@ -1,0 +1,136 @@
+/* router.cu: one block per row; the gating is computed in parallel, the
+ * selection by one warp that follows ds_moe_select step for step (same
+ * argmax with ties to the lower id) — routing is discontinuous, and any
+ * other tie order would flip experts against the reference. */
+#include "router.h"
+#include "cuda_check.h"
+
+#define ROUTE_MAX_EXPERTS 1024
+#define ROUTE_THREADS 256
+
+/* Index of the largest v[i] among untaken ones, ties to the lowest i, -1 if
+ * none — ds_moe_select's argmax, by one warp: each lane scans every 32nd
+ * entry, then the warp keeps (larger value, else lower index). */
+__device__ int argmax_masked(const float *v, const unsigned char *taken, int n) {
+    const int lane = threadIdx.x & 31;
+    int best = -1;
+    for (int i = lane; i < n; i += 32)
+        if (!taken[i] && (best < 0 || v[i] > v[best])) best = i;
+    for (int o = 16; o > 0; o >>= 1) {
+        const int other = __shfl_xor_sync(0xffffffffu, best, o);
+        if (other >= 0 && (best < 0 || v[other] > v[best] || (v[other] == v[best] && other < best))) best = other;
+    }
+    return best;
+}
+
+__global__ void __launch_bounds__(ROUTE_THREADS) route_kernel(ds_cu_route_params p) {
+    __shared__ float prob[ROUTE_MAX_EXPERTS], score[ROUTE_MAX_EXPERTS];
+    __shared__ unsigned char taken[ROUTE_MAX_EXPERTS];
+    __shared__ double red[ROUTE_THREADS];
+    const int r = blockIdx.x, n = p.n_expert, k = p.k, tid = threadIdx.x;
+    const float *lg = p.logits + (size_t)r * n;
+    if (p.sigmoid) {
+        for (int i = tid; i < n; i += ROUTE_THREADS) prob[i] = (float)(1.0 / (1.0 + exp(-(double)lg[i])));
+    } else {
+        double mx = -INFINITY;
+        for (int i = tid; i < n; i += ROUTE_THREADS) mx = fmax(mx, (double)lg[i]);
+        red[tid] = mx;
+        __syncthreads();
+        if (tid == 0) {
+            double m = red[0];
+            for (int i = 1; i < ROUTE_THREADS; i++) m = fmax(m, red[i]);
+            red[0] = m;
+        }
+        __syncthreads();
+        mx = red[0];
+        __syncthreads();
+        double s = 0;
+        for (int i = tid; i < n; i += ROUTE_THREADS) s += exp((double)lg[i] - mx);
+        red[tid] = s;
+        __syncthreads();
+        if (tid == 0) {
+            double t = 0;
+            for (int i = 0; i < ROUTE_THREADS; i++) t += red[i];
+            red[0] = t;
+        }
+        __syncthreads();
+        const double sum = red[0];
+        for (int i = tid; i < n; i += ROUTE_THREADS) prob[i] = (float)(exp((double)lg[i] - mx) / sum);
+    }
+    for (int i = tid; i < n; i += ROUTE_THREADS) {
+        score[i] = p.bias ? prob[i] + p.bias[i] : prob[i];
+        taken[i] = 0;
+    }
+    __syncthreads();
+    /* the selection is one warp's: the argmaxes are warp-wide, the rest is
+     * the same in every lane, and only lane 0 writes shared state */
+    if (tid >= 32) return;
+    const bool w0 = tid == 0;
+
+    if (p.n_group > 1) {
+        const int gs = n / p.n_group;
+        float gscore[64];
+        unsigned char gtaken[64], keep[64];
+        for (int g = 0; g < p.n_group; g++) {
+            const float *s = score + g * gs;
+            float a = -INFINITY, b = -INFINITY;
+            for (int i = 0; i < gs; i++) {
+                if (s[i] > a) { b = a; a = s[i]; }
+                else if (s[i] > b) b = s[i];
+            }
+            gscore[g] = gs > 1 ? a + b : a;
+            gtaken[g] = 0;
+            keep[g] = 0;
+        }
+        for (int j = 0; j < p.n_group_used; j++) {
+            int g = argmax_masked(gscore, gtaken, p.n_group);
+            gtaken[g] = 1;
+            keep[g] = 1;
+        }
+        for (int i = tid; i < n; i += 32)
+            if (!keep[i / gs]) taken[i] = 1;
+        __syncwarp();
+    }
+    int32_t *ids = p.ids + (size_t)r * k;
+    float *w = p.weights + (size_t)r * k;
+    const int32_t *forced = p.forced ? p.forced + (size_t)r * k : NULL;
+    float margin = INFINITY;
+    if (forced && forced[0] >= 0) {
+        if (w0)
+            for (int j = 0; j < k; j++) ids[j] = forced[j];
+    } else {
+        int last = -1; /* the same in every lane: the warp argmax ends with one answer */
+        for (int j = 0; j < k; j++) {
+            last = argmax_masked(score, taken, n);
+            __syncwarp();
+            if (w0) {
+                taken[last] = 1;
+                ids[j] = last;
+            }
+            __syncwarp();
+        }
+        int next = argmax_masked(score, taken, n);
+        if (next >= 0) margin = score[last] - score[next];
+    }
+    __syncwarp();
+    if (!w0) return;
+    double sum = 0;
+    for (int j = 0; j < k; j++) {
+        w[j] = prob[ids[j]];
+        sum += w[j];
+    }
+    if (p.norm) {
+        double den = sum > 6.103515625e-5 ? sum : 6.103515625e-5;
+        for (int j = 0; j < k; j++) w[j] = (float)(w[j] / den);
+    }
+    for (int j = 0; j < k; j++) w[j] *= p.scale;
+    if (p.margin) p.margin[r] = margin;
+}
+
+extern "C" int ds_cu_route(const ds_cu_route_params *p) {
+    if (p->n <= 0) return 0;
+    if (p->n_expert > ROUTE_MAX_EXPERTS || p->n_group > 64 || p->k < 1) return (int)cudaErrorInvalidValue;
+    route_kernel<<<p->n, ROUTE_THREADS, 0, p->stream>>>(*p);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}

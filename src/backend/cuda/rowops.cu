@@ -1,0 +1,80 @@
+/* rowops.cu: RMSNorm, residual add, SiLU gating and row gather on the
+ * device. One block per row for the norm (double sum: the norm is cheap and
+ * this keeps it equal to ds_rms_norm up to the final f32 rounding). Not
+ * fused into the GEMVs yet. */
+#include "rowops.h"
+#include "cuda_check.h"
+
+#define ROW_THREADS 256
+
+__global__ void __launch_bounds__(ROW_THREADS)
+rmsnorm_kernel(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w, int dim, float eps,
+               float *y, int64_t ldy) {
+    __shared__ double part[ROW_THREADS / 32];
+    const float *xr = x + (size_t)blockIdx.x * ldx;
+    float *yr = y + (size_t)blockIdx.x * ldy;
+    double ss = 0;
+    for (int i = threadIdx.x; i < dim; i += ROW_THREADS) ss += (double)xr[i] * xr[i];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    double tot = 0;
+#pragma unroll
+    for (int i = 0; i < ROW_THREADS / 32; i++) tot += part[i];
+    const float scale = (float)(1.0 / sqrt(tot / dim + eps));
+    /* every thread read part[] before anyone writes y (y may alias x) */
+    for (int i = threadIdx.x; i < dim; i += ROW_THREADS) yr[i] = xr[i] * scale * w[i];
+}
+
+extern "C" int ds_cu_rmsnorm(const float *x, int64_t ldx, const float *w, int dim, float eps, int n, float *y,
+                             int64_t ldy, cudaStream_t s) {
+    if (n <= 0) return 0;
+    rmsnorm_kernel<<<n, ROW_THREADS, 0, s>>>(x, ldx, w, dim, eps, y, ldy);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+__global__ void add_kernel(float *dst, const float *__restrict__ src, int64_t count) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) dst[i] += src[i];
+}
+
+extern "C" int ds_cu_add(float *dst, const float *src, int64_t count, cudaStream_t s) {
+    if (count <= 0) return 0;
+    add_kernel<<<(unsigned)((count + 255) / 256), 256, 0, s>>>(dst, src, count);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+__global__ void silu_mul_kernel(const float *__restrict__ g, const float *__restrict__ u, int64_t ldg, int64_t F,
+                                float *a, int64_t lda) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= F) return;
+    const size_t r = blockIdx.y;
+    const float gv = g[r * ldg + i];
+    /* same formula as ref's silu_d, in f32 */
+    a[r * lda + i] = gv / (1.0f + expf(-gv)) * u[r * ldg + i];
+}
+
+extern "C" int ds_cu_silu_mul(const float *g, const float *u, int64_t ldg, int64_t F, int n, float *a, int64_t lda,
+                              cudaStream_t s) {
+    if (n <= 0 || F <= 0) return 0;
+    silu_mul_kernel<<<dim3((unsigned)((F + 255) / 256), (unsigned)n), 256, 0, s>>>(g, u, ldg, F, a, lda);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+__global__ void gather_kernel(const float *__restrict__ src, const int32_t *__restrict__ idx, int64_t dim,
+                              float *__restrict__ dst) {
+    const float *sr = src + (size_t)idx[blockIdx.x] * dim;
+    float *dr = dst + (size_t)blockIdx.x * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dr[i] = sr[i];
+}
+
+extern "C" int ds_cu_gather_rows(const float *src, const int32_t *idx, int n, int64_t dim, float *dst,
+                                 cudaStream_t s) {
+    if (n <= 0) return 0;
+    gather_kernel<<<n, 256, 0, s>>>(src, idx, dim, dst);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}

@@ -1,0 +1,123 @@
+/* test_cuda_model.c: the CUDA backend end to end on the fixtures (dsv3_tiny
+ * f16 in both attention layouts, dsv3_kq Q3_K_M and IQ4_XS): with routing
+ * pinned to ref's choice the logits match ref; unpinned (the forward hook,
+ * graphs for decode) the argmax agrees with ref on short/mid and the
+ * distance to HF stays in llama.cpp's neighbourhood; decoding token by token
+ * equals the prefill. Exits 77 ("skipped") without a CUDA device. */
+#include "testutil.h"
+#include "cases.h"
+#include "backend/cuda/cuda_backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int argmax(const float *v, size_t n) {
+    size_t b = 0;
+    for (size_t i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return (int)b;
+}
+
+/* token-by-token decode on one context (graph path); logits [n][V] */
+static float *decode_steps(const ds_model *m, const int32_t *ids, int n) {
+    ds_ctx_params cp;
+    ds_ctx_params_default(&cp);
+    cp.device = "cuda";
+    cp.n_ctx = n;
+    ds_ctx *c;
+    ds_error err = { 0 };
+    if (ds_ctx_create(m, &cp, &c, &err)) {
+        CHECK(0, "ctx: %s", err.msg);
+        return NULL;
+    }
+    const size_t V = (size_t)m->hp.n_vocab;
+    float *logits = malloc((size_t)n * V * sizeof(float));
+    for (int i = 0; i < n && logits; i++) {
+        int32_t pos = i, seq = 0;
+        ds_batch b = { 1, ids + i, &pos, &seq, NULL };
+        if (ds_ctx_decode(c, &b, logits + (size_t)i * V, &err)) {
+            CHECK(0, "decode %d: %s", i, err.msg);
+            free(logits);
+            logits = NULL;
+        }
+    }
+    ds_ctx_free(c);
+    return logits;
+}
+
+static void check_file(const char *dir, const char *file, const char *ll_type) {
+    char path[256];
+    snprintf(path, sizeof path, "models/%s/%s", dir, file);
+    ds_model *m;
+    ds_error err = { 0 };
+    ds_model_params mp = { .path = ds_test_data(path) };
+    if (ds_model_load(&mp, &m, &err)) {
+        CHECK(0, "load %s: %s", path, err.msg);
+        return;
+    }
+    char cases_path[256];
+    snprintf(cases_path, sizeof cases_path, "models/%s/cases.json", dir);
+    const char *cases[] = { "one", "short", "mid", "long" };
+    const int L = m->hp.n_layer, k = m->hp.n_expert_used;
+    const size_t V = (size_t)m->hp.n_vocab;
+    for (int ci = 0; ci < 4; ci++) {
+        int32_t ids[512];
+        int n = ds_test_case_tokens(ds_test_data(cases_path), cases[ci], ids, 512);
+        CHECK(n > 0, "case %s", cases[ci]);
+        if (n <= 0) continue;
+        int32_t *route = calloc((size_t)L * n * k, sizeof *route);
+        float *ref = ds_test_prefill(m, "ref", DS_TYPE_F16, 512, 1, ids, n, route, NULL, NULL);
+        setenv("DSINFER_CUDA_FORWARD", "0", 1);
+        float *pinned = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 1, ids, n, NULL, route, NULL);
+        unsetenv("DSINFER_CUDA_FORWARD");
+        float *cuda = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 1, ids, n, NULL, NULL, NULL);
+        float *dec = ci < 3 ? decode_steps(m, ids, n) : NULL;
+        CHECK(ref && pinned && cuda && (dec || ci == 3), "prefill %s %s", file, cases[ci]);
+        if (ref && pinned && cuda) {
+            /* Bound 1e-3 (the issue's): same routing, same f16 cache rounding,
+             * f32 sums against ref's double; measured values are printed. */
+            double e_pin = ds_test_rel_l2(pinned, ref, n * V);
+            double e_cuda = ds_test_rel_l2(cuda, ref, n * V);
+            double e_dec = dec ? ds_test_rel_l2(dec, cuda, n * V) : 0;
+            int agree = 0;
+            for (int i = 0; i < n; i++) agree += argmax(cuda + i * V, V) == argmax(ref + i * V, V);
+            char hf_path[256];
+            snprintf(hf_path, sizeof hf_path, "models/%s/logits_%s.f32", dir, cases[ci]);
+            size_t l1 = 0;
+            float *hf = ds_test_read_file(ds_test_data(hf_path), &l1);
+            double e_hf = hf && l1 == n * V * 4 ? ds_test_rel_l2(cuda, hf, n * V) : NAN;
+            double e_ll = NAN;
+            if (ll_type) {
+                char ll_path[256];
+                snprintf(ll_path, sizeof ll_path, "models/%s/llamacpp_logits/%s-%s.f32", dir, ll_type, cases[ci]);
+                size_t l2 = 0;
+                float *ll = ds_test_read_file(ds_test_data(ll_path), &l2);
+                if (ll && hf && l2 == n * V * 4) e_ll = ds_test_rel_l2(ll, hf, n * V);
+                free(ll);
+            }
+            printf("%-28s %-5s n %3d: pinned vs ref %.2e | unpinned vs ref %.2e, argmax %d/%d | decode vs prefill "
+                   "%.2e | vs HF %.4f (llama.cpp %.4f)\n",
+                   file, cases[ci], n, e_pin, e_cuda, agree, n, e_dec, e_hf, e_ll);
+            CHECK(e_pin <= 1e-3, "%s %s pinned vs ref %.3e", file, cases[ci], e_pin);
+            if (ci <= 2) CHECK(agree == n, "%s %s argmax agrees on %d of %d", file, cases[ci], agree, n);
+            if (dec) CHECK(e_dec <= 1e-5, "%s %s decode vs prefill %.3e", file, cases[ci], e_dec);
+            if (!isnan(e_ll)) CHECK(e_hf <= 1.5 * e_ll, "%s %s vs HF %.4f > 1.5 x llama.cpp %.4f", file, cases[ci], e_hf, e_ll);
+            free(hf);
+        }
+        free(route); free(ref); free(pinned); free(cuda); free(dec);
+    }
+    ds_model_free(m);
+}
+
+int main(void) {
+    if (ds_cuda_device_count() < 1) {
+        printf("skipped: no CUDA device\n");
+        return 77;
+    }
+    check_file("dsv3_tiny", "dsv3_tiny-f16-mla.gguf", NULL);
+    check_file("dsv3_tiny", "dsv3_tiny-f16-legacy.gguf", NULL);
+    check_file("dsv3_kq", "dsv3_kq-Q3_K_M.gguf", "Q3_K_M");
+    check_file("dsv3_kq", "dsv3_kq-IQ4_XS.gguf", "IQ4_XS");
+    return ds_test_finish("test_cuda_model");
+}
