@@ -110,10 +110,8 @@ void ds_bench_print_row(const ds_bench_info *info, const ds_bench_row *r, ds_ben
     if (fmt == DS_BENCH_MD) {
         char tps[48], gbs[16] = "", pcts[16] = "";
         snprintf(tps, sizeof tps, "%.2f ± %.2f", avg_ts, sd_ts);
-        if (roof > 0) {
-            snprintf(gbs, sizeof gbs, "%.3f", r->bytes_per_step / 1e9);
-            snprintf(pcts, sizeof pcts, "%.1f", pct);
-        }
+        if (r->bytes_per_step > 0) snprintf(gbs, sizeof gbs, "%.3f", r->bytes_per_step / 1e9);
+        if (roof > 0) snprintf(pcts, sizeof pcts, "%.1f", pct);
         /* "±" is two bytes but one column: one more byte of width */
         printf("| %-30s | %10s | %10s | %-10s | %7d | %15s | %21s | %7s | %10s |\n", info->model_type, size, params,
                info->backend, info->n_threads, name, tps, gbs, pcts);

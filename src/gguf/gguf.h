@@ -109,7 +109,7 @@ const ds_gguf_tensor *ds_gguf_find_tensor(const ds_gguf *g, const char *name); /
 
 /* ---- writer ---------------------------------------------------------------
  * Builds a GGUF v3 in memory (keys + tensor infos), streams tensor data from
- * the caller's buffers when writing. Used by `synth` and tests. */
+ * the caller's buffers (or fill callbacks) when writing. Used by `synth` and tests. */
 typedef struct ds_gguf_writer ds_gguf_writer;
 
 ds_gguf_writer *ds_gguf_writer_create(void); /* NULL on OOM */
@@ -133,6 +133,18 @@ ds_status ds_gguf_writer_copy_kv(ds_gguf_writer *w, const ds_gguf *g);
 ds_status ds_gguf_writer_add_tensor(ds_gguf_writer *w, const char *name, uint32_t type,
                                     uint32_t n_dims, const int64_t *ne,
                                     const void *data, uint64_t nbytes);
+/* Streamed tensor data, for files too large to hold in memory (`synth`):
+ * fill(ctx, offset, dst, len, err) must write bytes [offset, offset + len) of
+ * the tensor to dst. During each file written it is called with consecutive
+ * ranges from offset 0 up to nbytes, in order, len <= 16 MiB; it may be
+ * called again for another write of the same writer. A non-OK return aborts
+ * the write (the partial file is removed) with that status and err. */
+typedef ds_status (*ds_gguf_fill_fn)(void *ctx, uint64_t offset, void *dst, size_t len, ds_error *err);
+/* Like add_tensor, with data produced by fill at write time; ctx must stay
+ * valid until the write call returns. */
+ds_status ds_gguf_writer_add_tensor_fn(ds_gguf_writer *w, const char *name, uint32_t type,
+                                       uint32_t n_dims, const int64_t *ne, uint64_t nbytes,
+                                       ds_gguf_fill_fn fill, void *ctx);
 /* Writes one file. */
 ds_status ds_gguf_writer_write(ds_gguf_writer *w, const char *path, ds_error *err);
 /* Writes n_split shards "<prefix>-0000i-of-0000N.gguf" with the tensors spread

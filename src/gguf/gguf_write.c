@@ -1,9 +1,13 @@
 /* gguf_write.c: builds GGUF v3 files (one file or gguf-split shards) from
- * keys set in insertion order and tensors whose data the caller keeps alive.
+ * keys set in insertion order and tensors whose data the caller keeps alive
+ * or produces chunk by chunk through a fill callback (streamed, for big files).
  * Not a converter: it knows no model names and never quantizes. */
+#define _GNU_SOURCE /* O_DIRECT */
 #include "gguf_internal.h"
 #include "../quant/quant.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +29,13 @@ typedef struct wtensor {
     int64_t ne[4];
     const void *data; /* caller-owned */
     uint64_t nbytes;
+    ds_gguf_fill_fn fill; /* set instead of data for streamed tensors */
+    void *fill_ctx;
 } wtensor;
+
+/* Bytes handed to a fill callback at a time: large enough that write calls
+ * are cheap, small enough not to matter next to a model's weights. */
+#define FILL_CHUNK ((size_t)16 << 20)
 
 struct ds_gguf_writer {
     wkv *kvs;
@@ -206,12 +216,14 @@ ds_status ds_gguf_writer_copy_kv(ds_gguf_writer *w, const ds_gguf *g) {
     return DS_OK;
 }
 
-ds_status ds_gguf_writer_add_tensor(ds_gguf_writer *w, const char *name, uint32_t type,
-                                    uint32_t n_dims, const int64_t *ne,
-                                    const void *data, uint64_t nbytes) {
+/* Shared by both add_tensor forms: checks and appends t (data or fill set). */
+static ds_status add_tensor(ds_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+                            const int64_t *ne, const void *data, uint64_t nbytes,
+                            ds_gguf_fill_fn fill, void *fill_ctx) {
     const ds_type_traits *tr = ds_type_info(type);
     if (!tr || n_dims < 1 || n_dims > 4 || !name) return DS_ERR_INVALID_ARG;
-    wtensor t = { .type = type, .n_dims = n_dims, .data = data, .nbytes = nbytes };
+    wtensor t = { .type = type, .n_dims = n_dims, .data = data, .nbytes = nbytes,
+                  .fill = fill, .fill_ctx = fill_ctx };
     uint64_t want = 1;
     for (int d = 0; d < 4; d++) {
         t.ne[d] = d < (int)n_dims ? ne[d] : 1;
@@ -222,7 +234,7 @@ ds_status ds_gguf_writer_add_tensor(ds_gguf_writer *w, const char *name, uint32_
         return DS_ERR_INVALID_ARG;
     for (int d = 1; d < 4; d++)
         if (!ds_mul_ok(want, (uint64_t)t.ne[d], &want)) return DS_ERR_INVALID_ARG;
-    if (want != nbytes || (nbytes && !data)) return DS_ERR_INVALID_ARG;
+    if (want != nbytes || (nbytes && !data && !fill)) return DS_ERR_INVALID_ARG;
     size_t nl = strlen(name);
     for (size_t i = 0; i < w->n_t; i++) /* few thousand at most: a scan is fine */
         if (w->t[i].name_len == nl && memcmp(w->t[i].name, name, nl) == 0)
@@ -238,6 +250,19 @@ ds_status ds_gguf_writer_add_tensor(ds_gguf_writer *w, const char *name, uint32_
     t.name_len = nl;
     w->t[w->n_t++] = t;
     return DS_OK;
+}
+
+ds_status ds_gguf_writer_add_tensor(ds_gguf_writer *w, const char *name, uint32_t type,
+                                    uint32_t n_dims, const int64_t *ne,
+                                    const void *data, uint64_t nbytes) {
+    return add_tensor(w, name, type, n_dims, ne, data, nbytes, NULL, NULL);
+}
+
+ds_status ds_gguf_writer_add_tensor_fn(ds_gguf_writer *w, const char *name, uint32_t type,
+                                       uint32_t n_dims, const int64_t *ne, uint64_t nbytes,
+                                       ds_gguf_fill_fn fill, void *ctx) {
+    if (!fill) return DS_ERR_INVALID_ARG;
+    return add_tensor(w, name, type, n_dims, ne, NULL, nbytes, fill, ctx);
 }
 
 /* ---- output ---------------------------------------------------------------- */
@@ -267,13 +292,131 @@ static ds_status writer_alignment(const ds_gguf_writer *w, uint32_t *a, ds_error
 
 static uint64_t align_up(uint64_t x, uint32_t a) { return (x + a - 1) / a * a; }
 
-/* Writes n zero bytes. */
-static bool put_zeros(FILE *f, uint64_t n) {
-    static const uint8_t z[256];
+/* ---- the output sink ----------------------------------------------------------
+ * Everything goes through one 4 KiB-aligned staging buffer written with
+ * O_DIRECT where the file system allows it: on the development VM, buffered
+ * writes of a 6 GB file ran at 0.2 GB/s (kernel page-cache work) and direct
+ * ones at 0.85 GB/s. Where O_DIRECT is refused (tmpfs, some network file
+ * systems) it falls back to plain writes. The last partial block is written
+ * padded with zeros and the file then truncated to its true length. */
+#define SINK_ALIGN 4096
+
+typedef struct wsink {
+    int fd;
+    bool direct;
+    uint8_t *buf;     /* FILL_CHUNK bytes, SINK_ALIGN-aligned */
+    size_t n;         /* bytes staged in buf */
+    uint64_t total;   /* bytes accepted so far = the file's length */
+} wsink;
+
+static bool sink_open(wsink *s, const char *path) {
+    memset(s, 0, sizeof *s);
+    void *p = NULL;
+    if (posix_memalign(&p, SINK_ALIGN, FILL_CHUNK)) { errno = ENOMEM; return false; }
+    s->buf = p;
+#ifdef O_DIRECT
+    s->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT, 0644);
+    s->direct = s->fd >= 0;
+    if (s->fd < 0)
+#endif
+        s->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (s->fd < 0) {
+        int e = errno;
+        free(s->buf);
+        s->buf = NULL;
+        errno = e;
+        return false;
+    }
+    return true;
+}
+
+static bool write_all(int fd, const uint8_t *p, size_t n) {
     while (n) {
-        size_t k = n < sizeof z ? (size_t)n : sizeof z;
-        if (fwrite(z, 1, k, f) != k) return false;
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return false;
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+/* Writes the staged bytes. Only the final flush may be partial; under
+ * O_DIRECT it is padded to the alignment (sink_close truncates). */
+static bool sink_flush(wsink *s) {
+    size_t len = s->n;
+    if (s->direct && len % SINK_ALIGN) {
+        size_t padded = (len + SINK_ALIGN - 1) / SINK_ALIGN * SINK_ALIGN;
+        memset(s->buf + len, 0, padded - len);
+        len = padded;
+    }
+    bool ok = write_all(s->fd, s->buf, len);
+#ifdef O_DIRECT
+    if (!ok && s->direct && errno == EINVAL) { /* refused after all: go buffered */
+        int fl = fcntl(s->fd, F_GETFL);
+        ok = fl != -1 && fcntl(s->fd, F_SETFL, fl & ~O_DIRECT) == 0 &&
+             lseek(s->fd, (off_t)(s->total - s->n), SEEK_SET) >= 0 && write_all(s->fd, s->buf, s->n);
+        s->direct = false;
+    }
+#endif
+    s->n = 0;
+    return ok;
+}
+
+/* Free space in the staging buffer (flushing a full one first); NULL on error. */
+static uint8_t *sink_space(wsink *s, size_t *avail) {
+    if (s->n == FILL_CHUNK && !sink_flush(s)) return NULL;
+    *avail = FILL_CHUNK - s->n;
+    return s->buf + s->n;
+}
+
+static void sink_commit(wsink *s, size_t n) {
+    s->n += n;
+    s->total += n;
+}
+
+static bool sink_put(wsink *s, const void *src, uint64_t n) {
+    const uint8_t *p = src;
+    while (n) {
+        size_t avail;
+        uint8_t *dst = sink_space(s, &avail);
+        if (!dst) return false;
+        size_t k = n < avail ? (size_t)n : avail;
+        if (p) memcpy(dst, p, k), p += k;
+        else memset(dst, 0, k);
+        sink_commit(s, k);
         n -= k;
+    }
+    return true;
+}
+
+static bool sink_zeros(wsink *s, uint64_t n) { return sink_put(s, NULL, n); }
+
+/* Final flush, then the true length; closes the file either way. */
+static bool sink_close(wsink *s, bool ok) {
+    bool padded = s->direct && s->n % SINK_ALIGN;
+    if (ok && s->n) ok = sink_flush(s);
+    if (ok && padded) ok = ftruncate(s->fd, (off_t)s->total) == 0;
+    int e = errno;
+    if (close(s->fd) != 0 && ok) ok = false, e = errno;
+    free(s->buf);
+    errno = e;
+    return ok;
+}
+
+/* Writes one tensor's bytes: from the caller's buffer, or made by its fill
+ * callback straight into the staging buffer. Returns false with *st/err set
+ * when a callback fails (and with errno set when writing fails). */
+static bool put_tensor(wsink *s, const wtensor *t, ds_status *st, ds_error *err) {
+    if (!t->fill) return sink_put(s, t->data, t->nbytes);
+    for (uint64_t off = 0; off < t->nbytes;) {
+        size_t avail;
+        uint8_t *dst = sink_space(s, &avail);
+        if (!dst) return false;
+        size_t n = t->nbytes - off < avail ? (size_t)(t->nbytes - off) : avail;
+        if ((*st = t->fill(t->fill_ctx, off, dst, n, err))) return false;
+        sink_commit(s, n);
+        off += n;
     }
     return true;
 }
@@ -319,25 +462,28 @@ static ds_status write_file(ds_gguf_writer *w, const char *path, size_t t0, size
     }
     if (h.oom) { free(h.p); return ds_error_set(err, DS_ERR_OOM, "%s: out of memory", path); }
 
-    FILE *f = fopen(path, "wb");
-    if (!f) {
+    wsink sk;
+    if (!sink_open(&sk, path)) {
         free(h.p);
         return ds_error_set(err, DS_ERR_IO, "%s: cannot create: %m", path);
     }
-    bool ok = fwrite(h.p, 1, h.n, f) == h.n && put_zeros(f, align_up(h.n, A) - h.n);
+    bool ok = sink_put(&sk, h.p, h.n) && sink_zeros(&sk, align_up(h.n, A) - h.n);
+    ds_status fill_st = DS_OK;
     off = 0;
     for (size_t i = t0; i < t1 && ok; i++) {
         const wtensor *t = &w->t[i];
         uint64_t at = align_up(off, A);
-        ok = put_zeros(f, at - off) &&
-             (!t->nbytes || fwrite(t->data, 1, (size_t)t->nbytes, f) == t->nbytes);
+        ok = sink_zeros(&sk, at - off) && put_tensor(&sk, t, &fill_st, err);
         off = at + t->nbytes;
     }
     free(h.p);
-    if (fclose(f) != 0) ok = false;
+    ok = sink_close(&sk, ok);
     if (!ok) {
+        int e = errno; /* unlink may clobber it; %m below reports the write's */
         unlink(path);
-        return ds_error_set(err, DS_ERR_IO, "%s: write failed", path);
+        errno = e;
+        if (fill_st) return fill_st; /* the callback's own message */
+        return ds_error_set(err, DS_ERR_IO, "%s: write failed: %m", path);
     }
     return DS_OK;
 }

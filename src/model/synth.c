@@ -5,6 +5,7 @@
  * the GGUF writer writes). Not the random blocks (synth_gen.c) nor the
  * vocabulary (synth_vocab.c). */
 #include "synth.h"
+#include "model.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -350,9 +351,10 @@ static char *split_prefix(const char *path) {
 
 ds_status ds_synth_write(const ds_synth_params *p, const char *path, uint64_t *bytes_out, ds_error *err) {
     if (bytes_out) *bytes_out = 0;
-    if (p->n_layer < 1 || p->n_layer > 1000 || p->n_dense < 0 || p->n_dense > p->n_layer)
-        return ds_error_set(err, DS_ERR_INVALID_ARG, "synth: %d layers with %d dense (need 1 <= layers, 0 <= dense <= layers)",
-                            p->n_layer, p->n_dense);
+    if (p->n_layer < 1 || p->n_layer > DS_MAX_LAYERS || p->n_dense < 0 || p->n_dense > p->n_layer)
+        return ds_error_set(err, DS_ERR_INVALID_ARG,
+                            "synth: %d layers with %d dense (need 1 <= layers <= %d, 0 <= dense <= layers)", p->n_layer,
+                            p->n_dense, DS_MAX_LAYERS);
     if (ds_synth_mix_file_type(p->mix) == 0) return ds_error_set(err, DS_ERR_INVALID_ARG, "synth: unknown mix %d", (int)p->mix);
     const shapes s = get_shapes(p);
     if (s.n_expert < 1 || s.n_expert > 4096)

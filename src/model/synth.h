@@ -77,6 +77,7 @@ typedef struct ds_synth_gen {
      * d and dmin sit in a block */
     uint16_t d_tab[64], m_tab[64];
     int d_off, m_off;     /* byte offsets in the block; m_off < 0: no min */
+    int tie, scales_off;  /* types with a min: how and where min codes are tied to scales */
     bool sign_flip;       /* zero mean by a random sign on d per block */
     uint16_t *f16_tab;    /* F16: 4096 values of the target distribution (owned) */
 } ds_synth_gen;

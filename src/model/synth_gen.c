@@ -47,30 +47,51 @@ static void fill_bytes(uint8_t *p, size_t n, uint64_t *s) {
 
 /* ---- block layouts ----------------------------------------------------------
  * Where d (and the min) live, and how the mean is cancelled. Types whose
- * value is d * (signed code) get a random sign on d per block; types with a
- * min term (value = d*sc*q - dmin*m, q >= 0) get dmin = E[q] * d, which
- * cancels the mean because the 6/4-bit sc and m fields are identically
- * distributed random bits. Q4_1/Q5_1 add m (value = d*q + m), so m = -E[q]*d. */
+ * value is d * (signed code) get a random sign on d per block. Types with a
+ * min term (value = d*sc*q - dmin*m, codes q >= 0) get each sub-block's min
+ * code m equal to its scale code sc and dmin = E[q] * d, so every sub-block
+ * is d*sc*(q - E[q]): centred, as real weights are, instead of offset by a
+ * random min. Q4_1/Q5_1 add m (value = d*q + m), so m = -E[q]*d. */
+typedef enum { TIE_NONE = 0, TIE_K4, TIE_Q2K } tie_mode;
+
 typedef struct {
     ds_type type;
     int d_off, m_off;
-    float m_ratio; /* dmin / d (0 with sign flipping) */
+    float m_ratio;    /* dmin / d (0 with sign flipping) */
+    tie_mode tie;     /* how to make the min codes equal the scale codes */
+    int scales_off;
 } block_layout;
 
 static const block_layout k_layouts[] = {
-    { DS_TYPE_Q4_0, offsetof(block_q4_0, d), -1, 0 },
-    { DS_TYPE_Q4_1, offsetof(block_q4_1, d), offsetof(block_q4_1, m), -7.5f },
-    { DS_TYPE_Q5_0, offsetof(block_q5_0, d), -1, 0 },
-    { DS_TYPE_Q5_1, offsetof(block_q5_1, d), offsetof(block_q5_1, m), -15.5f },
-    { DS_TYPE_Q8_0, offsetof(block_q8_0, d), -1, 0 },
-    { DS_TYPE_Q2_K, offsetof(block_q2_K, d), offsetof(block_q2_K, dmin), 1.5f },
-    { DS_TYPE_Q3_K, offsetof(block_q3_K, d), -1, 0 },
-    { DS_TYPE_Q4_K, offsetof(block_q4_K, d), offsetof(block_q4_K, dmin), 7.5f },
-    { DS_TYPE_Q5_K, offsetof(block_q5_K, d), offsetof(block_q5_K, dmin), 15.5f },
-    { DS_TYPE_Q6_K, offsetof(block_q6_K, d), -1, 0 },
-    { DS_TYPE_IQ4_NL, offsetof(block_iq4_nl, d), -1, 0 },
-    { DS_TYPE_IQ4_XS, offsetof(block_iq4_xs, d), -1, 0 },
+    { DS_TYPE_Q4_0, offsetof(block_q4_0, d), -1, 0, TIE_NONE, 0 },
+    { DS_TYPE_Q4_1, offsetof(block_q4_1, d), offsetof(block_q4_1, m), -7.5f, TIE_NONE, 0 },
+    { DS_TYPE_Q5_0, offsetof(block_q5_0, d), -1, 0, TIE_NONE, 0 },
+    { DS_TYPE_Q5_1, offsetof(block_q5_1, d), offsetof(block_q5_1, m), -15.5f, TIE_NONE, 0 },
+    { DS_TYPE_Q8_0, offsetof(block_q8_0, d), -1, 0, TIE_NONE, 0 },
+    { DS_TYPE_Q2_K, offsetof(block_q2_K, d), offsetof(block_q2_K, dmin), 1.5f, TIE_Q2K, offsetof(block_q2_K, scales) },
+    { DS_TYPE_Q3_K, offsetof(block_q3_K, d), -1, 0, TIE_NONE, 0 },
+    { DS_TYPE_Q4_K, offsetof(block_q4_K, d), offsetof(block_q4_K, dmin), 7.5f, TIE_K4, offsetof(block_q4_K, scales) },
+    { DS_TYPE_Q5_K, offsetof(block_q5_K, d), offsetof(block_q5_K, dmin), 15.5f, TIE_K4, offsetof(block_q5_K, scales) },
+    { DS_TYPE_Q6_K, offsetof(block_q6_K, d), -1, 0, TIE_NONE, 0 },
+    { DS_TYPE_IQ4_NL, offsetof(block_iq4_nl, d), -1, 0, TIE_NONE, 0 },
+    { DS_TYPE_IQ4_XS, offsetof(block_iq4_xs, d), -1, 0, TIE_NONE, 0 },
 };
+
+/* Makes min code == scale code in every sub-block of one block's scales.
+ * Q4_K/Q5_K pack 8 (scale, min) 6-bit pairs in 12 bytes: pairs 0-3 are the
+ * low 6 bits of bytes 0-3 (scales) and 4-7 (mins); pairs 4-7 take their low
+ * nibbles from bytes 8-11 (scale low, min high) and their top 2 bits from the
+ * top bits of bytes 0-3 (scales) and 4-7 (mins). So copying bytes 0-3 over
+ * 4-7 and each low nibble of 8-11 into its high nibble ties all eight.
+ * Q2_K: one byte per sub-block, scale low nibble, min high nibble. */
+static void tie_mins(uint8_t *sc, tie_mode tie) {
+    if (tie == TIE_K4) {
+        memcpy(sc + 4, sc, 4);
+        for (int i = 8; i < 12; i++) sc[i] = (uint8_t)((sc[i] & 0x0F) | (sc[i] << 4));
+    } else if (tie == TIE_Q2K) {
+        for (int i = 0; i < QK_K / 16; i++) sc[i] = (uint8_t)((sc[i] & 0x0F) | (sc[i] << 4));
+    }
+}
 
 static const block_layout *find_layout(ds_type t) {
     for (size_t i = 0; i < sizeof k_layouts / sizeof *k_layouts; i++)
@@ -97,7 +118,10 @@ static void quant_row(const ds_synth_gen *g, uint8_t *dst, uint64_t *s) {
         uint16_t d = g->d_tab[r & 63];
         if (g->sign_flip && ((r >> 6) & 1)) d |= 0x8000;
         memcpy(blk + g->d_off, &d, 2);
-        if (g->m_off >= 0) memcpy(blk + g->m_off, &g->m_tab[r & 63], 2);
+        if (g->m_off >= 0) {
+            memcpy(blk + g->m_off, &g->m_tab[r & 63], 2);
+            tie_mins(blk + g->scales_off, (tie_mode)g->tie);
+        }
     }
 }
 
@@ -178,6 +202,8 @@ ds_status ds_synth_gen_init(ds_synth_gen *g, ds_type type, int64_t row_elems, ds
     if (!L) return DS_ERR_UNSUPPORTED;
     g->d_off = L->d_off;
     g->m_off = L->m_off;
+    g->tie = (int)L->tie;
+    g->scales_off = L->scales_off;
     g->sign_flip = L->m_off < 0;
     /* Calibrate with the min at its ratio to d = 1, then scale both. */
     uint16_t m_sign = L->m_ratio < 0 ? 0x8000 : 0;

@@ -138,8 +138,9 @@ static bool make_merges(vocab *v, int first_free) {
     idlist letters = { 0 }, words = { 0 };
     bool ok = true;
     int32_t space = 2 + ' ', id = first_free;
-    for (int c = 0; c < 256 && ok; c++)
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) ok = idlist_push(&letters, 2 + c);
+    /* most frequent first, so the biased picks favour common letters */
+    const char *order = "etaoinshrdlcumwfgypbvkjxqzETAOINSHRDLCUMWFGYPBVKJXQZ";
+    for (const char *c = order; *c && ok; c++) ok = idlist_push(&letters, 2 + (uint8_t)*c);
     ok = ok && idlist_push(&words, space);
     int digit_pairs = v->n >= 4096 ? 100 : 0;
     for (int k = 0; ok && id < v->n; id++) {
