@@ -546,7 +546,9 @@ static void test_reasoning_queue_timeout(void) {
 
     /* 1 slot + 1 queued: a long request runs, a second waits, a third
      * is refused with 503 + Retry-After; hanging up frees both */
-    const char *lq = "{\"prompt\":\"go on\",\"max_tokens\":8000,\"stream\":true}";
+    /* ignore_eos: the tiny model often samples EOS early, which would free
+     * the slot before the third request arrives */
+    const char *lq = "{\"prompt\":\"go on\",\"max_tokens\":8000,\"stream\":true,\"ignore_eos\":true}";
     int fa = ds_http_send_only(port, "POST", "/v1/completions", "", lq, strlen(lq));
     CHECK(wait_health(port, "slots_processing", 1), "long request running");
     int fb = ds_http_send_only(port, "POST", "/v1/completions", "", lq, strlen(lq));
@@ -565,7 +567,7 @@ static void test_reasoning_queue_timeout(void) {
           "hang-ups free the slot and the queue");
 
     /* --timeout 2: a request that would run for many seconds gets 504 */
-    const char *lb = "{\"prompt\":\"long\",\"max_tokens\":8000,\"temperature\":0}";
+    const char *lb = "{\"prompt\":\"long\",\"max_tokens\":8000,\"temperature\":0,\"ignore_eos\":true}";
     double t0 = ds_time_s();
     st = ds_http_request(port, "POST", "/v1/completions", "", lb, strlen(lb), &r);
     double dt = ds_time_s() - t0;

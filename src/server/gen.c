@@ -292,6 +292,7 @@ enum MHD_Result ds_http_generate(ds_server *srv, ds_req *rq, ds_oai_kind kind) {
         return ds_http_send_json(srv, rq, 500, NULL);
     }
     j->max_tokens = req.max_tokens;
+    j->ignore_eos = req.ignore_eos;
     for (int i = 0; i < req.n_stop; i++) j->stop[i] = req.stop[i], req.stop[i] = NULL;
     j->n_stop = req.n_stop;
     req.n_stop = 0;

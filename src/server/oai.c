@@ -358,6 +358,7 @@ static bool parse_common(json_t *root, ds_oai_request *r, ds_http_error *e) {
         if (!(r->model = dup_n(json_string_value(model), json_string_length(model)))) return OOM();
     }
     if (!get_bool(root, "stream", &r->stream, e)) return false;
+    if (!get_bool(root, "ignore_eos", &r->ignore_eos, e)) return false;
     json_t *so = field(root, "stream_options");
     if (so) {
         if (!json_is_object(so))

@@ -332,7 +332,7 @@ static void on_token(ds_sched *s, ds_slot *sl, const float *logits, int32_t id) 
     if (j->n_gen == 1) j->t_first = ds_time_s();
     pthread_mutex_unlock(&j->mu);
     atomic_fetch_add_explicit(&s->st.n_gen_tokens, 1, memory_order_relaxed);
-    if (ds_tokenizer_is_eog(s->tok, id)) {
+    if (!j->ignore_eos && ds_tokenizer_is_eog(s->tok, id)) {
         slot_release(s, sl, DS_FINISH_STOP, NULL);
         return;
     }

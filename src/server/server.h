@@ -45,6 +45,7 @@ typedef struct ds_oai_request {
     size_t n_prompt_ids;
     bool stream;
     bool include_usage;   /* stream_options.include_usage */
+    bool ignore_eos;      /* llama-server's ignore_eos: generate through EOS/EOT */
     int64_t max_tokens;   /* -1: until the context is full */
     ds_sampler_params sp;
     char *stop[DS_OAI_MAX_STOP];
@@ -109,6 +110,7 @@ typedef struct ds_job {
     ds_sampler *smp;       /* owned */
     char *stop[DS_OAI_MAX_STOP];
     int n_stop;
+    bool ignore_eos;       /* do not stop at EOS/EOT (load tests) */
     int top_logprobs;      /* 0 = no records beyond id/logprob */
     bool want_logprobs;
     double deadline;       /* ds_time_s() seconds; 0 = none */
