@@ -16,7 +16,8 @@ ctest --test-dir build --output-on-failure -j"$jobs"
 
 echo "== ASan+UBSan build + tests"
 scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_SANITIZE=ON
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+# the soak's RSS gate is the Release run's; under ASan 20 s of load and LSan at exit
+DS_SOAK_SECONDS=20 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
 echo "== CUDA backend: compile-only (CI has nvcc, no GPU; the CUDA tests skip)"

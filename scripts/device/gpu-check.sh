@@ -12,7 +12,7 @@ OUTDIR=${OUT:-$ROOT}
 LOG=$OUTDIR/gpu-check.log
 exec > >(tee -a "$LOG") 2>&1
 BUILD=${BUILD:-/tmp/build-gpu}
-STAGES=${STAGES:-"env deps build test cpu elf bench fullwidth profile memcheck"}
+STAGES=${STAGES:-"env deps build test cpu elf bench fullwidth profile serve memcheck"}
 JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
 mkdir -p "$DS_TEST_TMP"
@@ -130,6 +130,33 @@ if has profile; then
   DSINFER_CUDA_PROFILE=1 timeout 120 "$BUILD/cuda_bench" /tmp/ds2.gguf cuda 16 64 1 2>&1 | grep -v '^loaded'
   echo "-- ds2 with graphs"
   timeout 120 "$BUILD/cuda_bench" /tmp/ds2.gguf cuda 512 128 3 2>&1 | grep -v '^loaded'
+fi
+
+if has serve; then
+  stage "serve on the GPU (ds10): batch-1 overhead vs raw decode, and 8 parallel streams"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  port=18080
+  "$BUILD/dsinfer" serve -m /tmp/ds10.gguf --device cuda -c 1024 -np 8 --port $port >/tmp/serve-gpu.log 2>&1 &
+  spid=$!
+  python3 -c "
+import sys, time, urllib.request
+for _ in range(240):
+    try:
+        if urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=2).status == 200:
+            print('serve: ready'); break
+    except Exception:
+        time.sleep(0.5)
+else:
+    print('serve: not ready after 120 s')"
+  for conc in 1 8; do
+    echo "-- soak, concurrency $conc, 25 s, max_tokens 128, non-streamed"
+    timeout 60 "$BUILD/dsinfer" soak --url "http://127.0.0.1:$port" --duration 25 --concurrency $conc --stream-ratio 0 \
+      --max-tokens 128 --pid $spid --report "$OUTDIR/soak_c$conc.json" 2>&1 | tail -5
+  done
+  kill $spid; wait $spid 2>/dev/null
+  tail -3 /tmp/serve-gpu.log
+  echo "-- raw decode on the same file (cuda_bench: pp16, tg128, 3 reps)"
+  timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 2>&1 | grep -v '^loaded'
 fi
 
 if has memcheck; then

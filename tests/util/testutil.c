@@ -36,8 +36,9 @@ void *ds_test_read_file(const char *path, size_t *len) {
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    void *buf = malloc(n > 0 ? (size_t)n : 1);
+    char *buf = malloc((size_t)(n > 0 ? n : 0) + 1); /* +1: always NUL-terminated, so text files are C strings */
     if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    if (buf) buf[n] = 0;
     fclose(f);
     if (buf && len) *len = (size_t)n;
     return buf;

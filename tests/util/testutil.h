@@ -29,7 +29,8 @@ int ds_test_finish(const char *name);
 const char *ds_test_data(const char *rel);
 /* Path under the scratch dir (DS_TEST_TMP); static buffer (4 rotating slots). */
 const char *ds_test_tmp(const char *rel);
-/* Reads a whole file into a malloc'd buffer; NULL on failure. */
+/* Reads a whole file into a malloc'd buffer with a NUL after the last byte
+ * (*len excludes it); NULL on failure. */
 void *ds_test_read_file(const char *path, size_t *len);
 /* Deterministic xorshift random numbers. */
 uint64_t ds_test_rand(uint64_t *state);
