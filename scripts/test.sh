@@ -25,4 +25,12 @@ bash scripts/device/cuda-compile-check.sh
 
 echo "== fuzz: GGUF reader (${DS_FUZZ_SECONDS:-60} s)"
 scripts/fuzz-gguf.sh "${DS_FUZZ_SECONDS:-60}"
+
+echo "== fuzz: OpenAI request parser (20 s)"
+# build-fuzz was configured by fuzz-gguf.sh; the fuzzer adds inputs to a
+# scratch copy of the seeds, never to fuzz/corpus
+cmake --build build-fuzz -j"$jobs" --target fuzz_request
+rm -rf build-fuzz/corpus-request && cp -r fuzz/corpus/request build-fuzz/corpus-request
+mkdir -p build-fuzz/artifacts
+build-fuzz/fuzz/fuzz_request -max_total_time=20 -artifact_prefix=build-fuzz/artifacts/ build-fuzz/corpus-request 2>&1 | tail -3
 echo "== all tests passed"

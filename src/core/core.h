@@ -60,6 +60,18 @@ static inline bool ds_add_ok(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }
 
+/* ---- growable string ------------------------------------------------------- */
+/* Bytes appended at the end, always followed by a NUL. An allocation failure
+ * sets oom, which sticks: later appends do nothing, so callers check once at
+ * the end. Zero-initialise; free with ds_sbuf_free. */
+typedef struct ds_sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} ds_sbuf;
+void ds_sbuf_append(ds_sbuf *b, const char *s, size_t n);
+void ds_sbuf_free(ds_sbuf *b);
+
 /* ---- half precision ------------------------------------------------------ */
 float ds_fp16_to_f32(uint16_t h);
 uint16_t ds_f32_to_fp16(float f);  /* round to nearest even */

@@ -97,29 +97,6 @@ char *ds_utf8_sanitize(const char *s, size_t n, size_t *out_len) {
 
 /* ---- SSE buffer -------------------------------------------------------------- */
 
-void ds_sbuf_append(ds_sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-void ds_sbuf_free(ds_sbuf *b) {
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 void ds_sse_event(ds_sbuf *b, const char *json) {
     ds_sbuf_append(b, "data: ", 6);
     if (json) ds_sbuf_append(b, json, strlen(json));

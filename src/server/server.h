@@ -69,14 +69,8 @@ char *ds_utf8_sanitize(const char *s, size_t n, size_t *out_len);
 /* Length of the longest prefix of s[0..n) that is valid UTF-8. */
 size_t ds_utf8_valid_prefix(const char *s, size_t n);
 
-/* SSE framing: "data: " + json + "\n\n" appended to a growable buffer. */
-typedef struct ds_sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom; /* sticky: an append failed */
-} ds_sbuf;
-void ds_sbuf_append(ds_sbuf *b, const char *s, size_t n);
-void ds_sbuf_free(ds_sbuf *b);
+/* SSE framing: "data: " + json + "\n\n" appended to a growable buffer
+ * (ds_sbuf, core.h). */
 /* Appends one SSE event for a JSON value (or the literal "[DONE]" when
  * json is NULL). */
 void ds_sse_event(ds_sbuf *b, const char *json);

@@ -92,31 +92,7 @@ bool ds_chat_starts_in_reasoning(const ds_chat_template *t) {
 
 /* ---- rendering ----------------------------------------------------------------- */
 
-typedef struct ds_buf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} ds_buf;
-
-static void buf_add(ds_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void buf_str(ds_buf *b, const char *s) { buf_add(b, s, strlen(s)); }
+static void buf_str(ds_sbuf *b, const char *s) { ds_sbuf_append(b, s, strlen(s)); }
 
 /* What is left of a past reply once its reasoning is dropped: the text after
  * the last "</think>", as R1's template does. */
@@ -143,7 +119,7 @@ static ds_status check_roles(const ds_chat_msg *msgs, size_t n, ds_role *roles, 
 }
 
 static void render_deepseek3(const ds_chat_template *t, const ds_chat_msg *m, const ds_role *roles,
-                             size_t n, bool gen, ds_buf *b) {
+                             size_t n, bool gen, ds_sbuf *b) {
     const bool v31 = t->format == DS_CHAT_DEEPSEEK3_1;
     buf_str(b, t->bos);
     /* The system prompt goes first, straight after BOS, with no separator
@@ -183,7 +159,7 @@ static void render_deepseek3(const ds_chat_template *t, const ds_chat_msg *m, co
 }
 
 static void render_deepseek2(const ds_chat_template *t, const ds_chat_msg *m, const ds_role *roles,
-                             size_t n, bool gen, ds_buf *b) {
+                             size_t n, bool gen, ds_sbuf *b) {
     buf_str(b, t->bos);
     for (size_t i = 0; i < n; i++) {
         const char *c = m[i].content ? m[i].content : "";
@@ -196,7 +172,7 @@ static void render_deepseek2(const ds_chat_template *t, const ds_chat_msg *m, co
     if (gen) buf_str(b, "Assistant:");
 }
 
-static void render_chatml(const ds_chat_msg *m, size_t n, bool gen, ds_buf *b) {
+static void render_chatml(const ds_chat_msg *m, size_t n, bool gen, ds_sbuf *b) {
     for (size_t i = 0; i < n; i++) {
         buf_str(b, "<|im_start|>");
         buf_str(b, m[i].role);
@@ -218,8 +194,8 @@ ds_status ds_chat_render(const ds_chat_template *t, const ds_chat_msg *msgs, siz
         free(roles);
         return st;
     }
-    ds_buf b = {0};
-    buf_add(&b, "", 0); /* an empty conversation still gives "" */
+    ds_sbuf b = {0};
+    ds_sbuf_append(&b, "", 0); /* an empty conversation still gives "" */
     switch (t->format) {
     case DS_CHAT_DEEPSEEK3:
     case DS_CHAT_DEEPSEEK_R1:
@@ -233,7 +209,7 @@ ds_status ds_chat_render(const ds_chat_template *t, const ds_chat_msg *msgs, siz
         return ds_error_set(err, DS_ERR_OOM, "chat: out of memory");
     }
     *out = b.p;
-    if (out_len) *out_len = b.n;
+    if (out_len) *out_len = b.len;
     return DS_OK;
 }
 
@@ -330,20 +306,20 @@ void ds_think_finish(ds_think *t, ds_think_emit_fn emit, void *ctx) {
 }
 
 typedef struct {
-    ds_buf reasoning, content;
+    ds_sbuf reasoning, content;
 } ds_think_bufs;
 
 static void collect(void *ctx, bool reasoning, const char *p, size_t n) {
     ds_think_bufs *b = ctx;
-    buf_add(reasoning ? &b->reasoning : &b->content, p, n);
+    ds_sbuf_append(reasoning ? &b->reasoning : &b->content, p, n);
 }
 
 ds_status ds_think_split(const char *text, size_t len, bool start_in_reasoning, char **reasoning,
                          size_t *reasoning_len, char **content, size_t *content_len, ds_error *err) {
     *reasoning = *content = NULL;
     ds_think_bufs b = {0};
-    buf_add(&b.reasoning, "", 0);
-    buf_add(&b.content, "", 0);
+    ds_sbuf_append(&b.reasoning, "", 0);
+    ds_sbuf_append(&b.content, "", 0);
     ds_think t;
     ds_think_init(&t, start_in_reasoning);
     ds_think_feed(&t, text, len, collect, &b);
@@ -355,7 +331,7 @@ ds_status ds_think_split(const char *text, size_t len, bool start_in_reasoning, 
     }
     *reasoning = b.reasoning.p;
     *content = b.content.p;
-    if (reasoning_len) *reasoning_len = b.reasoning.n;
-    if (content_len) *content_len = b.content.n;
+    if (reasoning_len) *reasoning_len = b.reasoning.len;
+    if (content_len) *content_len = b.content.len;
     return DS_OK;
 }
