@@ -159,36 +159,6 @@ static ds_model *synth_model(ds_synth_mix mix, bool legacy, const char *file) {
     return m;
 }
 
-/* Decodes ids one token at a time on a fresh cuda context (graph path);
- * logits [n][V] malloc'd. */
-static float *cuda_decode_steps(const ds_model *m, ds_type kv, const int32_t *ids, int n) {
-    ds_ctx_params cp;
-    ds_ctx_params_default(&cp);
-    cp.device = "cuda";
-    cp.kv_type = kv;
-    cp.n_ctx = n;
-    cp.kv_block = 4; /* several blocks even for short sequences */
-    ds_ctx *c;
-    ds_error err = { 0 };
-    if (ds_ctx_create(m, &cp, &c, &err)) {
-        CHECK(0, "ctx: %s", err.msg);
-        return NULL;
-    }
-    const size_t V = (size_t)m->hp.n_vocab;
-    float *logits = malloc((size_t)n * V * sizeof(float));
-    for (int i = 0; i < n && logits; i++) {
-        int32_t pos = i, seq = 0;
-        ds_batch b = { 1, ids + i, &pos, &seq, NULL };
-        if (ds_ctx_decode(c, &b, logits + (size_t)i * V, &err)) {
-            CHECK(0, "decode step %d: %s", i, err.msg);
-            free(logits);
-            logits = NULL;
-        }
-    }
-    ds_ctx_free(c);
-    return logits;
-}
-
 static void check_model(ds_synth_mix mix, bool legacy) {
     char file[64];
     snprintf(file, sizeof file, "cuda_%s%s.gguf", ds_synth_mix_name(mix), legacy ? "_legacy" : "");
@@ -207,7 +177,7 @@ static void check_model(ds_synth_mix mix, bool legacy) {
         float *blk = ds_test_prefill(m, "cuda", kvs[ki], 5, 1, ids, n, NULL, route, NULL);
         unsetenv("DSINFER_CUDA_FORWARD");
         float *fwd = ds_test_prefill(m, "cuda", kvs[ki], 512, 1, ids, n, NULL, NULL, NULL);
-        float *dec = cuda_decode_steps(m, kvs[ki], ids, n);
+        float *dec = ds_test_decode_steps(m, "cuda", kvs[ki], 4, 0, ids, n); /* kv_block 4: several blocks */
         CHECK(ref && blk && fwd && dec, "runs");
         if (ref && blk && fwd && dec) {
             /* Bound 1e-4: f32 accumulation against ref's double over 3 tiny layers

@@ -19,33 +19,6 @@ static int argmax(const float *v, size_t n) {
     return (int)b;
 }
 
-/* token-by-token decode on one context (graph path); logits [n][V] */
-static float *decode_steps(const ds_model *m, const int32_t *ids, int n) {
-    ds_ctx_params cp;
-    ds_ctx_params_default(&cp);
-    cp.device = "cuda";
-    cp.n_ctx = n;
-    ds_ctx *c;
-    ds_error err = { 0 };
-    if (ds_ctx_create(m, &cp, &c, &err)) {
-        CHECK(0, "ctx: %s", err.msg);
-        return NULL;
-    }
-    const size_t V = (size_t)m->hp.n_vocab;
-    float *logits = malloc((size_t)n * V * sizeof(float));
-    for (int i = 0; i < n && logits; i++) {
-        int32_t pos = i, seq = 0;
-        ds_batch b = { 1, ids + i, &pos, &seq, NULL };
-        if (ds_ctx_decode(c, &b, logits + (size_t)i * V, &err)) {
-            CHECK(0, "decode %d: %s", i, err.msg);
-            free(logits);
-            logits = NULL;
-        }
-    }
-    ds_ctx_free(c);
-    return logits;
-}
-
 static void check_file(const char *dir, const char *file, const char *ll_type) {
     char path[256];
     snprintf(path, sizeof path, "models/%s/%s", dir, file);
@@ -72,7 +45,7 @@ static void check_file(const char *dir, const char *file, const char *ll_type) {
         float *pinned = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 1, ids, n, NULL, route, NULL);
         unsetenv("DSINFER_CUDA_FORWARD");
         float *cuda = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 1, ids, n, NULL, NULL, NULL);
-        float *dec = ci < 3 ? decode_steps(m, ids, n) : NULL;
+        float *dec = ci < 3 ? ds_test_decode_steps(m, "cuda", DS_TYPE_F16, 0, 0, ids, n) : NULL;
         CHECK(ref && pinned && cuda && (dec || ci == 3), "prefill %s %s", file, cases[ci]);
         if (ref && pinned && cuda) {
             /* Bound 1e-3 (the issue's): same routing, same f16 cache rounding,

@@ -14,26 +14,6 @@
  * noise level. */
 #define BOUND 1e-5
 
-static float *token_by_token(const ds_model *m, const int32_t *ids, int n) {
-    ds_ctx_params p;
-    ds_ctx_params_default(&p);
-    p.kv_type = DS_TYPE_F32;
-    p.n_ctx = n;
-    p.n_threads = 2;
-    ds_ctx *c;
-    ds_error err = { 0 };
-    if (ds_ctx_create(m, &p, &c, &err)) return NULL;
-    const int V = m->hp.n_vocab;
-    float *out = malloc((size_t)n * V * sizeof *out);
-    for (int i = 0; out && i < n; i++) {
-        int32_t pos = i, seq = 0;
-        ds_batch b = { 1, &ids[i], &pos, &seq, NULL };
-        if (ds_ctx_decode(c, &b, out + (size_t)i * V, &err)) { free(out); out = NULL; }
-    }
-    ds_ctx_free(c);
-    return out;
-}
-
 /* Two sequences: A = ids[0..na), B = ids2[0..nb), fed as one interleaved
  * batch per step; returns A's and B's logits rows in their own order. */
 static void interleaved(const ds_model *m, const int32_t *a, int na, const int32_t *b, int nb, float *la, float *lb) {
@@ -98,7 +78,7 @@ int main(void) {
         CHECK(e <= BOUND, "ubatch %d: %.3e", ubs[i], e);
         free(got);
     }
-    float *tbt = token_by_token(m, ids, n);
+    float *tbt = ds_test_decode_steps(m, "cpu", DS_TYPE_F32, 0, 2, ids, n);
     double e = tbt && full ? ds_test_rel_l2(tbt, full, n * V) : 1;
     printf("token-by-token vs one prefill: rel L2 %.3e\n", e);
     CHECK(e <= BOUND, "token by token: %.3e", e);

@@ -44,7 +44,6 @@ ds_status ds_ctx_decode(ds_ctx *c, const ds_batch *b, float *logits, ds_error *e
 void ds_ctx_seq_truncate(ds_ctx *c, int seq, int64_t n_keep);
 ds_kv *ds_ctx_kv(ds_ctx *c);
 const ds_model *ds_ctx_model(const ds_ctx *c);
-int ds_ctx_n_threads(const ds_ctx *c);
 
 /* Routing capture and pinning for tests: record[il][row][k] receives the
  * chosen experts of each batch row; force (same shape) pins them. Arrays

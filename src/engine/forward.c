@@ -88,7 +88,6 @@ void ds_ctx_free(ds_ctx *c) {
 void ds_ctx_seq_truncate(ds_ctx *c, int seq, int64_t n_keep) { ds_kv_truncate(c->kv, seq, n_keep); }
 ds_kv *ds_ctx_kv(ds_ctx *c) { return c->kv; }
 const ds_model *ds_ctx_model(const ds_ctx *c) { return c->m; }
-int ds_ctx_n_threads(const ds_ctx *c) { return c->p.n_threads; }
 
 void ds_ctx_set_routing(ds_ctx *c, int max_rows, int32_t *record, const int32_t *force, float *margins) {
     c->route_rows = max_rows;

@@ -83,8 +83,6 @@ void ds_kv_truncate(ds_kv *kv, int seq, int64_t n_tokens) {
     while (kv->n_table[seq] > keep) kv->free_ids[kv->n_free++] = kv->table[seq][--kv->n_table[seq]];
 }
 
-int64_t ds_kv_seq_capacity(const ds_kv *kv, int seq) { return kv->n_table[seq] * kv->p.block_tokens; }
-
 int64_t ds_kv_block_id(const ds_kv *kv, int seq, int64_t b) {
     DS_ASSERT(seq >= 0 && seq < kv->p.n_seq && b >= 0 && b < kv->n_table[seq]);
     return kv->table[seq][b];
@@ -132,4 +130,3 @@ int ds_kv_block_tokens(const ds_kv *kv) { return kv->p.block_tokens; }
 int ds_kv_n_seq(const ds_kv *kv) { return kv->p.n_seq; }
 int64_t ds_kv_used_tokens(const ds_kv *kv) { return (kv->n_blocks - kv->n_free) * kv->p.block_tokens; }
 int64_t ds_kv_capacity_tokens(const ds_kv *kv) { return kv->n_blocks * kv->p.block_tokens; }
-uint64_t ds_kv_bytes(const ds_kv *kv) { return (uint64_t)kv->block_bytes * kv->n_blocks * kv->p.n_layer; }

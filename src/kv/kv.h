@@ -30,7 +30,6 @@ void ds_kv_free(ds_kv *kv);
 ds_status ds_kv_reserve(ds_kv *kv, int seq, int64_t n_tokens, ds_error *err);
 /* Keeps positions [0, n_tokens) of seq and returns the other blocks. */
 void ds_kv_truncate(ds_kv *kv, int seq, int64_t n_tokens);
-int64_t ds_kv_seq_capacity(const ds_kv *kv, int seq); /* reserved positions */
 
 /* Row access; pos must be reserved. */
 void ds_kv_store(ds_kv *kv, int layer, int seq, int64_t pos, const float *row);
@@ -50,6 +49,5 @@ int ds_kv_block_tokens(const ds_kv *kv);
 int ds_kv_n_seq(const ds_kv *kv);
 int64_t ds_kv_used_tokens(const ds_kv *kv);     /* blocks in use * block_tokens */
 int64_t ds_kv_capacity_tokens(const ds_kv *kv); /* all blocks * block_tokens */
-uint64_t ds_kv_bytes(const ds_kv *kv);
 
 #endif

@@ -52,7 +52,6 @@ static ds_status bind(ds_model *m, ds_tensor *t, const char *name, bool required
     t->data = gt->data;
     t->row_bytes = ds_row_bytes(t->type, t->ne[0]);
     t->device = 0;
-    m->bytes_weights += gt->nbytes;
     return DS_OK;
 }
 

@@ -109,7 +109,6 @@ typedef struct ds_model {
     float *rope_freq;         /* [d_rope/2] YaRN-corrected angular frequency per pair */
     void **owned;             /* model-owned buffers (derived k_b/v_b, names) */
     int n_owned, cap_owned;
-    uint64_t bytes_weights;   /* bytes of tensors the forward pass reads */
 } ds_model;
 
 typedef struct ds_model_params {

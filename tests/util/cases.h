@@ -12,4 +12,10 @@ int ds_test_case_tokens(const char *json_path, const char *name, int32_t *out, i
 float *ds_test_prefill(const ds_model *m, const char *device, ds_type kv, int ubatch, int threads,
                        const int32_t *ids, int n, int32_t *record, const int32_t *force, float *margins);
 
+/* The same tokens fed one per call on a fresh context (the decode path):
+ * logits [n][n_vocab] (malloc'd, caller frees) or NULL on error (printed).
+ * kv_block 0 = the default block size. */
+float *ds_test_decode_steps(const ds_model *m, const char *device, ds_type kv, int kv_block, int threads,
+                            const int32_t *ids, int n);
+
 #endif

@@ -124,3 +124,33 @@ float *ds_test_prefill(const ds_model *m, const char *device, ds_type kv, int ub
     ds_ctx_free(c);
     return logits;
 }
+
+float *ds_test_decode_steps(const ds_model *m, const char *device, ds_type kv, int kv_block, int threads,
+                            const int32_t *ids, int n) {
+    ds_ctx_params p;
+    ds_ctx_params_default(&p);
+    p.device = device;
+    p.kv_type = kv;
+    p.n_ctx = n;
+    p.n_threads = threads;
+    if (kv_block > 0) p.kv_block = kv_block;
+    ds_ctx *c;
+    ds_error err = { 0 };
+    if (ds_ctx_create(m, &p, &c, &err)) {
+        fprintf(stderr, "ctx: %s\n", err.msg);
+        return NULL;
+    }
+    const size_t V = (size_t)m->hp.n_vocab;
+    float *logits = malloc((size_t)n * V * sizeof *logits);
+    for (int i = 0; i < n && logits; i++) {
+        int32_t pos = i, seq = 0;
+        ds_batch b = { 1, ids + i, &pos, &seq, NULL };
+        if (ds_ctx_decode(c, &b, logits + (size_t)i * V, &err)) {
+            fprintf(stderr, "decode step %d: %s\n", i, err.msg);
+            free(logits);
+            logits = NULL;
+        }
+    }
+    ds_ctx_free(c);
+    return logits;
+}

@@ -25,8 +25,6 @@ static void row_to_f32_c(ds_type t, const void *src, float *dst, int n) {
 
 static const ds_cpu_vec g_scalar = { dot_c, axpy_c, row_to_f32_c };
 
-const ds_cpu_vec *ds_cpu_vec_scalar(void) { return &g_scalar; }
-
 const ds_cpu_vec *ds_cpu_vec_get(void) {
     const ds_cpu_vec *v = ds_simd_detect() >= DS_SIMD_AVX2 ? ds_cpu_vec_avx2() : NULL;
     return v ? v : &g_scalar;

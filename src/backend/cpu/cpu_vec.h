@@ -13,7 +13,6 @@ typedef struct ds_cpu_vec {
 } ds_cpu_vec;
 
 const ds_cpu_vec *ds_cpu_vec_get(void);
-const ds_cpu_vec *ds_cpu_vec_scalar(void);
 const ds_cpu_vec *ds_cpu_vec_avx2(void); /* NULL if not built */
 
 #endif
