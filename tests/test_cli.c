@@ -35,6 +35,16 @@ int main(void) {
     CHECK(sh("%s logits -m %s --tokens 1 -o /dev/null -ctk q9 2>/dev/null", mdl, NULL) == 2, "bad cache type");
     CHECK(sh("%s logits -m %s --tokens 99999 -o /dev/null 2>/dev/null", mdl, NULL) == 2, "token outside vocab");
     CHECK(sh("%s info -m %s --override-kv nokind 2>/dev/null", mdl, NULL) == 2, "bad --override-kv");
+    /* placement flags: bad ones are usage errors naming the problem */
+    CHECK(sh("%s info -m %s -ot '(exps=CPU' 2>&1 | grep -q 'bad regex'", mdl, NULL) == 0, "bad -ot regex");
+    CHECK(sh("%s info -m %s -ot exps=GPU0 2>/dev/null", mdl, NULL) == 2, "unknown -ot device");
+    CHECK(sh("%s info -m %s -ts 0,0 2>/dev/null", mdl, NULL) == 2, "bad -ts");
+    /* info plans for GPUs the machine may lack: --cpu-moe with all layers up */
+    CHECK(sh("%s info -m %s -ngl 99 --cpu-moe | grep -q 'routed experts of 3 MoE layers run on the CPU'", mdl, NULL) == 0,
+          "info prints the plan");
+    /* a GPU placement on a build or machine without one: a clear error, not a crash */
+    CHECK(sh("%s logits -m %s --tokens 1 -o /dev/null -ngl 2 -ot exps=CUDA5 2>/dev/null", mdl, NULL) == 2,
+          "-ot on an absent GPU");
     /* a file that is not GGUF: clear error, exit 1, no crash */
     CHECK(sh("%s info -m %s 2>/dev/null", ds_test_data("models/dsv3_tiny/cases.json"), NULL) == 1, "not a gguf");
 

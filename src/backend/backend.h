@@ -17,13 +17,20 @@ typedef struct ds_rows {
     const int32_t *seq; /* [n] */
 } ds_rows;
 
+typedef struct ds_backend ds_backend;
+
 typedef struct ds_backend_params {
     int n_threads;     /* cpu: pool size (0 = all cores) */
     int max_rows;      /* largest batch a block is called with (scratch size) */
     int max_ctx;       /* longest sequence attention will see */
+    /* device backends: true = hold only the weights placed on this device
+     * (ds_tensor.device, see model/placement.h); false = hold every weight */
+    bool placed;
+    /* device backends: the host backend that computes the blocks placed on
+     * the CPU inside the forward hook (routed experts); NULL = none */
+    ds_backend *host;
 } ds_backend_params;
 
-typedef struct ds_backend ds_backend;
 struct ds_backend {
     const char *name;
     void *impl;

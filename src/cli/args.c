@@ -1,5 +1,9 @@
 /* args.c: option parsing shared by the subcommands. */
 #include "cli.h"
+#include "../backend/cuda_scratch.h"
+#ifdef DSINFER_HAVE_CUDA
+#include "../backend/cuda/cuda_backend.h"
+#endif
 
 #include <errno.h>
 #include <stdarg.h>
@@ -57,6 +61,15 @@ void ds_cli_model_opts_init(ds_cli_model_opts *o) {
     o->n_batch = 2048;
     o->n_ubatch = 512;
     o->kv_type = DS_TYPE_F16;
+    ds_placement_spec_init(&o->place);
+}
+
+
+/* a placement error (already formatted) as a usage error */
+static int place_err(ds_status st, const ds_error *e) {
+    if (!st) return 1;
+    fprintf(stderr, "dsinfer: %s\n", e->msg);
+    return -1;
 }
 
 static bool is(const char *a, const char *x, const char *y) { return strcmp(a, x) == 0 || (y && strcmp(a, y) == 0); }
@@ -112,16 +125,93 @@ int ds_cli_model_opt(ds_cli_model_opts *o, int argc, char **argv, int *i) {
         for (size_t k = 0; *i + 1 < argc && k < sizeof vals / sizeof *vals; k++)
             if (!strcmp(argv[*i + 1], vals[k])) { v = argv[++*i]; break; }
         fprintf(stderr, "dsinfer: note: %s %s accepted; MLA attention is always fused here\n", a, v);
-    } else if (is(a, "-ngl", "--n-gpu-layers") || is(a, "-ts", "--tensor-split") || is(a, "-sm", "--split-mode") ||
-               is(a, "-ot", "--override-tensor") || is(a, "--n-cpu-moe", NULL)) {
+    } else if (is(a, "-ngl", "--n-gpu-layers") || is(a, "--gpu-layers", NULL)) {
         if (!(v = ds_cli_value(argc, argv, i))) return -1;
-        fprintf(stderr, "dsinfer: note: %s %s accepted; this build places every tensor on the cpu\n", a, v);
-    } else if (is(a, "--cpu-moe", NULL) || is(a, "--mlock", NULL) || is(a, "--no-mmap", NULL)) {
-        fprintf(stderr, "dsinfer: note: %s accepted; this build places every tensor on the cpu\n", a);
+        if (!strcmp(v, "all") || !strcmp(v, "auto")) n = 9999; /* newer llama.cpp spellings */
+        else if (!ds_cli_int(a, v, 0, 100000, &n)) return -1;
+        o->place.n_gpu_layers = (int)n;
+    } else if (is(a, "-ot", "--override-tensor")) {
+        ds_error e = { 0 };
+        if (!(v = ds_cli_value(argc, argv, i))) return -1;
+        return place_err(ds_placement_add_ot(&o->place, v, &e), &e);
+    } else if (is(a, "--cpu-moe", "-cmoe")) {
+        ds_error e = { 0 };
+        return place_err(ds_placement_add_cpu_moe(&o->place, &e), &e);
+    } else if (is(a, "--n-cpu-moe", "-ncmoe")) {
+        ds_error e = { 0 };
+        if (!(v = ds_cli_value(argc, argv, i)) || !ds_cli_int(a, v, 0, DS_MAX_LAYERS, &n)) return -1;
+        return place_err(ds_placement_add_n_cpu_moe(&o->place, (int)n, &e), &e);
+    } else if (is(a, "-ts", "--tensor-split")) {
+        ds_error e = { 0 };
+        if (!(v = ds_cli_value(argc, argv, i))) return -1;
+        return place_err(ds_placement_parse_split(&o->place, v, &e), &e);
+    } else if (is(a, "-sm", "--split-mode")) {
+        if (!(v = ds_cli_value(argc, argv, i))) return -1;
+        if (strcmp(v, "none") && strcmp(v, "layer") && strcmp(v, "row") && strcmp(v, "graph")) {
+            fprintf(stderr, "dsinfer: unknown split mode '%s' (none, layer, row, graph)\n", v);
+            return -1;
+        }
+        if (strcmp(v, "none") && strcmp(v, "layer"))
+            fprintf(stderr, "dsinfer: note: -sm %s (tensor parallel) is not implemented yet; layers are split instead\n", v);
+    } else if (is(a, "-mg", "--main-gpu")) {
+        if (!(v = ds_cli_value(argc, argv, i)) || !ds_cli_int(a, v, 0, 0, &n)) return -1;
+    } else if (is(a, "--mlock", NULL)) {
+        o->mlock = true;
+    } else if (is(a, "--no-mmap", NULL)) {
+        fprintf(stderr, "dsinfer: note: --no-mmap accepted; host-resident weights are always read from the mapping\n");
     } else {
         return 0;
     }
     return 1;
+}
+
+uint64_t ds_cli_gpu_scratch(const ds_model *m, int ub) {
+#ifdef DSINFER_HAVE_CUDA
+    return ds_cuda_scratch_bytes(&m->hp, ub);
+#else
+    (void)m; (void)ub;
+    return 0;
+#endif
+}
+
+/* -ngl as given, or all layers with --device cuda, none otherwise */
+static ds_placement_spec effective_spec(const ds_cli_model_opts *o) {
+    ds_placement_spec s = o->place;
+    if (s.n_gpu_layers < 0) s.n_gpu_layers = !strcmp(o->device, "cuda") ? 9999 : 0;
+    return s;
+}
+
+ds_status ds_cli_place(const ds_cli_model_opts *o, ds_model *m, int n_gpus) {
+    if (n_gpus < 0) {
+#ifdef DSINFER_HAVE_CUDA
+        n_gpus = ds_cuda_device_count();
+#else
+        n_gpus = 0;
+#endif
+    }
+    ds_error err = { 0 };
+    ds_placement_spec s = effective_spec(o);
+    ds_status st = ds_placement_apply(m, &s, n_gpus, &err);
+    if (st) fprintf(stderr, "dsinfer: placement: %s\n", err.msg);
+    return st;
+}
+
+/* --mlock: pins the pages of every host-resident weight */
+static ds_status lock_host_weights(const ds_model *m) {
+    ds_error err = { 0 };
+    uint64_t bytes = 0;
+    ds_status st = ds_placement_lock_host(m, &bytes, &err);
+    if (st) fprintf(stderr, "dsinfer: --mlock: %s\n", err.msg);
+    else fprintf(stderr, "dsinfer: --mlock: %.2f GiB of host-resident weights locked in RAM\n", bytes / 1073741824.0);
+    return st;
+}
+
+/* does the command line ask for a GPU (beyond --device)? */
+static bool wants_gpu(const ds_cli_model_opts *o) {
+    if (o->place.n_gpu_layers > 0) return true;
+    for (int i = 0; i < o->place.n_ot; i++)
+        if (o->place.ot[i].device != DS_DEV_CPU) return true;
+    return false;
 }
 
 ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int n_seq) {
@@ -134,10 +224,23 @@ ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int 
         fprintf(stderr, "dsinfer: cannot load model: %s\n", err.msg);
         return st;
     }
-    if (!c) return DS_OK;
+    if (!c) return DS_OK; /* the caller places (info plans for GPUs it may not have) */
+    const bool host_only = !strcmp(o->device, "ref") || (!strcmp(o->device, "cpu") && !wants_gpu(o));
+    if (!host_only) {
+        if ((st = ds_cli_place(o, *m, -1))) goto fail;
+        if (!o->quiet_plan && ds_placement_uses_gpu(*m)) {
+            ds_plan p;
+            const int ub = o->n_ubatch < o->n_batch ? o->n_ubatch : o->n_batch;
+            ds_plan_compute(*m, o->n_ctx, o->kv_type == DS_TYPE_F32 ? 4 : 2,
+                            ds_cli_gpu_scratch(*m, ub), &p);
+            ds_plan_print(&p, stderr);
+        }
+    }
+    if (o->mlock && (st = lock_host_weights(*m))) goto fail;
     ds_ctx_params cp;
     ds_ctx_params_default(&cp);
-    cp.device = o->device;
+    /* a placement that puts anything on a GPU runs through the cuda device */
+    cp.device = host_only ? o->device : ds_placement_uses_gpu(*m) ? "cuda" : "cpu";
     cp.n_threads = o->n_threads;
     cp.n_ctx = o->n_ctx;
     cp.n_seq = n_seq;
@@ -145,8 +248,11 @@ ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int 
     cp.kv_type = o->kv_type;
     if ((st = ds_ctx_create(*m, &cp, c, &err))) {
         fprintf(stderr, "dsinfer: cannot create the context: %s\n", err.msg);
-        ds_model_free(*m);
-        *m = NULL;
+        goto fail;
     }
+    return DS_OK;
+fail:
+    ds_model_free(*m);
+    *m = NULL;
     return st;
 }

@@ -5,6 +5,7 @@
 #define DS_CLI_H
 
 #include "../engine/engine.h"
+#include "../model/placement.h"
 
 #define DS_CLI_MAX_OVERRIDES 64
 
@@ -18,6 +19,9 @@ typedef struct ds_cli_model_opts {
     ds_type kv_type;                /* -ctk */
     const char *overrides[DS_CLI_MAX_OVERRIDES];
     int n_overrides;                /* --override-kv */
+    ds_placement_spec place;        /* -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts */
+    bool mlock;                     /* --mlock: lock host-resident weights in RAM */
+    bool quiet_plan;                /* do not print the placement plan at load */
 } ds_cli_model_opts;
 
 void ds_cli_model_opts_init(ds_cli_model_opts *o);
@@ -36,8 +40,15 @@ int ds_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
 static inline int ds_cli_exit_code(ds_status st) {
     return st == DS_ERR_NOT_FOUND || st == DS_ERR_INVALID_ARG ? 2 : 1;
 }
-/* Loads the model and creates a context from the options (prints errors). */
+/* Loads the model, applies the placement, prints the plan (when a GPU is
+ * involved) and creates a context from the options (prints errors). */
 ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int n_seq);
+/* Applies o's placement to a loaded model (n_gpus: GPUs to check device
+ * names against; -1 = those visible). Prints the error. */
+ds_status ds_cli_place(const ds_cli_model_opts *o, ds_model *m, int n_gpus);
+/* GPU scratch bytes the CUDA backend allocates for micro-batch ub (0 without CUDA). */
+uint64_t ds_cli_gpu_scratch(const ds_model *m, int ub);
+
 
 int ds_cmd_logits(int argc, char **argv);
 int ds_cmd_tokenize(int argc, char **argv);

@@ -2,12 +2,17 @@
  * hyperparameters, tensor count and bytes by type, KV bytes per token, and
  * the bytes one batch-1 decode step reads. */
 #include "cli.h"
+#include "../backend/cuda_scratch.h"
 
 #include <stdio.h>
 #include <string.h>
 
 static void help(void) {
-    printf("usage: dsinfer info -m MODEL [-c CTX] [-ctk f16|bf16|f32] [--override-kv KEY=TYPE:VALUE]\n");
+    printf("usage: dsinfer info -m MODEL [-c CTX] [-ctk f16|bf16|f32] [--override-kv KEY=TYPE:VALUE]\n"
+           "                    [-ngl N] [-ot REGEX=DEV]... [--cpu-moe] [--n-cpu-moe N] [-ts P0,P1] [-ub N]\n"
+           "Prints what the GGUF holds and, with placement flags (or --device cuda), the plan:\n"
+           "per device the bytes of weights, KV cache and scratch, and the bytes a decode step\n"
+           "reads there. Nothing is loaded onto a GPU; CUDA<n> may name GPUs this machine lacks.\n");
 }
 
 int ds_cmd_info(int argc, char **argv) {
@@ -64,6 +69,16 @@ int ds_cmd_info(int argc, char **argv) {
            ds_type_info(o.kv_type)->name, kv_tok * (double)o.n_ctx / 1073741824.0, (long long)o.n_ctx);
     uint64_t step = ds_model_decode_bytes(m);
     printf("decode step:  %.3f GB of weights read per token at batch 1 (+ KV rows)\n", step / 1e9);
+    /* the placement plan, for the GPUs the flags name (none need be present) */
+    if (ds_cli_place(&o, m, DS_MAX_DEVICES - 1)) {
+        ds_model_free(m);
+        return 2;
+    }
+    ds_plan p;
+    const int ub = o.n_ubatch < o.n_batch ? o.n_ubatch : o.n_batch;
+    /* GPU scratch as the CUDA backend allocates it, even in a build without CUDA */
+    ds_plan_compute(m, o.n_ctx, o.kv_type == DS_TYPE_F32 ? 4 : 2, ds_cuda_scratch_bytes(hp, ub), &p);
+    ds_plan_print(&p, stdout);
     ds_model_free(m);
     return 0;
 }

@@ -8,7 +8,15 @@
 #include "../backend/backend.h"
 
 typedef struct ds_ctx_params {
-    const char *device;   /* "ref" or "cpu" */
+    /* "ref" or "cpu": every block on that host backend, placement ignored.
+     * "cuda": blocks run where the model's placement puts their weights
+     * (model/placement.h): on the GPU, or on the CPU backend for blocks
+     * placed on the host; a model with no GPU placement at all runs wholly
+     * on CUDA0. */
+    const char *device;
+    /* the backend that runs blocks placed on CUDA0 (NULL = "cuda"); tests
+     * name "ref" to check the per-block dispatch without a GPU */
+    const char *gpu_backend;
     int n_threads;        /* 0 = all cores */
     int64_t n_ctx;        /* KV cache tokens over all sequences */
     int n_seq;            /* sequences that may be live at once */

@@ -2,6 +2,7 @@
  * Each block runs on the backend that holds its weights; the residual
  * stream, the FFN norm and the embedding lookup stay in host memory. */
 #include "engine.h"
+#include "../model/placement.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,9 @@
 struct ds_ctx {
     const ds_model *m;
     ds_ctx_params p;
-    ds_backend *be;       /* one device for now: placement puts all on it */
+    ds_backend *be;       /* the main backend: runs every block unless mixed */
+    ds_backend *host;     /* with a GPU placement: the CPU backend for host-placed blocks */
+    bool mixed;           /* blocks dispatched one by one to be or host by placement */
     ds_kv *kv;
     /* scratch, [n_ubatch][...] */
     float *h, *a, *y, *f; /* [ub][n_embd] residual, attn out, normed, ffn out */
@@ -34,6 +37,39 @@ void ds_ctx_params_default(ds_ctx_params *p) {
     p->kv_block = 64;
 }
 
+/* The backends a placement needs. "ref"/"cpu" (or no GPU placement on a host
+ * device): one backend. Otherwise a CPU backend for host-placed blocks and
+ * the GPU backend; when everything but some routed experts is on CUDA0 the
+ * GPU backend's forward hook runs whole micro-batches and calls the host
+ * backend for those experts, else blocks are dispatched one by one. */
+static ds_status create_backends(ds_ctx *c, ds_backend_params *bp, ds_error *err) {
+    const ds_model *m = c->m;
+    const char *dev = c->p.device ? c->p.device : "cpu";
+    if (strcmp(dev, "cuda") || !ds_placement_uses_gpu(m)) return ds_backend_create(dev, m, bp, &c->be, err);
+    for (int il = -1; il < m->hp.n_layer; il++)
+        for (int k = 0; k < DS_BLK_COUNT; k++)
+            if (ds_block_device(m, (ds_block_kind)k, il) > DS_DEV_CUDA(0))
+                return ds_error_set(err, DS_ERR_UNSUPPORTED,
+                                    "the placement uses a second GPU (layer %d); running on several GPUs is not "
+                                    "implemented yet: place everything on CUDA0 and CPU", il);
+    ds_status st = ds_backend_create("cpu", m, bp, &c->host, err);
+    if (st) return st;
+    const char *gpu = c->p.gpu_backend ? c->p.gpu_backend : "cuda";
+    const bool hook = ds_placement_gpu_with_cpu_experts(m);
+    ds_backend_params gp = *bp;
+    gp.placed = true;
+    gp.host = c->host;
+    if ((st = ds_backend_create(gpu, m, &gp, &c->be, err))) return st;
+    c->mixed = !(hook && c->be->forward);
+    return DS_OK;
+}
+
+/* the backend that runs block kind of layer il */
+static ds_backend *block_backend(ds_ctx *c, ds_block_kind kind, int il) {
+    if (!c->mixed) return c->be;
+    return ds_block_device(c->m, kind, il) <= DS_DEV_CPU ? c->host : c->be; /* -1: absent block, host no-op */
+}
+
 ds_status ds_ctx_create(const ds_model *m, const ds_ctx_params *p, ds_ctx **out, ds_error *err) {
     *out = NULL;
     const ds_hparams *hp = &m->hp;
@@ -48,11 +84,12 @@ ds_status ds_ctx_create(const ds_model *m, const ds_ctx_params *p, ds_ctx **out,
     const int ub = c->p.n_ubatch, E = hp->n_embd, k = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
 
     ds_backend_params bp = { .n_threads = p->n_threads, .max_rows = ub, .max_ctx = (int)c->p.n_ctx };
-    ds_status st = ds_backend_create(p->device ? p->device : "cpu", m, &bp, &c->be, err);
+    ds_status st = create_backends(c, &bp, err);
     if (st) goto fail;
+    /* host KV rows unless one device backend holds them all */
     ds_kv_params kp = { .n_layer = hp->n_layer, .row_dim = hp->d_kv_row, .type = c->p.kv_type,
                         .n_ctx = c->p.n_ctx, .block_tokens = c->p.kv_block, .n_seq = c->p.n_seq,
-                        .no_host = c->be->device_kv };
+                        .no_host = c->be->device_kv && !c->mixed };
     if ((st = ds_kv_create(&kp, &c->kv, err))) goto fail;
     c->h = malloc((size_t)ub * E * sizeof(float));
     c->a = malloc((size_t)ub * E * sizeof(float));
@@ -78,6 +115,7 @@ fail:
 void ds_ctx_free(ds_ctx *c) {
     if (!c) return;
     if (c->be) c->be->free(c->be);
+    if (c->host) c->host->free(c->host); /* after be: its forward hook may call host */
     ds_kv_free(c->kv);
     free(c->h); free(c->a); free(c->y); free(c->f);
     free(c->ids); free(c->w); free(c->margin);
@@ -118,7 +156,7 @@ static ds_status forward_ubatch(ds_ctx *c, const ds_batch *b, int r0, int n, flo
     ds_rows rows = { n, b->pos + r0, b->seq + r0 };
     ds_status st;
 
-    if (be->forward) {
+    if (be->forward && !c->mixed) {
         if ((st = be->forward(be, m, &rows, b->tokens + r0, b->logits ? b->logits + r0 : NULL, c->kv, logits,
                               n_out)))
             goto fail;
@@ -127,22 +165,27 @@ static ds_status forward_ubatch(ds_ctx *c, const ds_batch *b, int r0, int n, flo
     embed(m, b->tokens + r0, n, c->h);
     for (int il = 0; il < hp->n_layer; il++) {
         const ds_layer *L = &m->layers[il];
+        be = block_backend(c, DS_BLK_ATTN, il);
         if ((st = be->attn(be, m, il, &rows, c->h, c->a, c->kv))) goto fail;
         add_into(c->h, c->a, nE);
         for (int r = 0; r < n; r++)
             ds_rms_norm(c->h + (size_t)r * E, L->ffn_norm.data, E, hp->rms_eps, c->y + (size_t)r * E);
         if (!L->is_moe) {
+            be = block_backend(c, DS_BLK_DENSE, il);
             if ((st = be->dense_ffn(be, m, il, n, c->y, c->f))) goto fail;
         } else {
             const int32_t *force = NULL;
             size_t at = ((size_t)il * c->route_rows + r0) * k;
             bool track = c->route_rows > 0 && r0 + n <= c->route_rows;
             if (track && c->route_force) force = c->route_force + at;
+            be = block_backend(c, DS_BLK_ROUTER, il);
             if ((st = be->moe_route(be, m, il, n, c->y, force, c->ids, c->w, c->margin))) goto fail;
             if (track && c->route_record) memcpy(c->route_record + at, c->ids, (size_t)n * k * sizeof(int32_t));
             if (track && c->route_margin)
                 memcpy(c->route_margin + (size_t)il * c->route_rows + r0, c->margin, (size_t)n * sizeof(float));
+            be = block_backend(c, DS_BLK_SHARED, il);
             if ((st = be->shared_expert(be, m, il, n, c->y, c->f))) goto fail;
+            be = block_backend(c, DS_BLK_EXPERTS, il);
             if ((st = be->moe_experts(be, m, il, n, c->y, c->ids, c->w, c->f))) goto fail;
         }
         add_into(c->h, c->f, nE);
@@ -155,6 +198,7 @@ static ds_status forward_ubatch(ds_ctx *c, const ds_batch *b, int r0, int n, flo
         if (nw != r) memcpy(c->h + (size_t)nw * E, c->h + (size_t)r * E, (size_t)E * sizeof(float));
         nw++;
     }
+    be = block_backend(c, DS_BLK_OUTPUT, -1);
     if (nw > 0 && logits && (st = be->lm_head(be, m, nw, c->h, logits))) goto fail;
     *n_out = nw;
     return DS_OK;

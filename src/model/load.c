@@ -103,9 +103,15 @@ static ds_status derive_kb_vb(ds_model *m, ds_layer *L, int il, ds_error *err) {
     }
     free(row);
     ds_type t = f32 ? DS_TYPE_F32 : DS_TYPE_F16;
-    L->k_b = (ds_tensor){ .name = "derived.attn_k_b", .type = t, .ne = { dn, R, H, 1 }, .data = kb,
+    /* named as the newer layout names them, so -ot rules match either layout */
+    char kn[64], vn[64];
+    snprintf(kn, sizeof kn, "blk.%d.attn_k_b.weight", il);
+    snprintf(vn, sizeof vn, "blk.%d.attn_v_b.weight", il);
+    const char *kname = own(m, strdup(kn)), *vname = own(m, strdup(vn));
+    if (!kname || !vname) return ds_error_set(err, DS_ERR_OOM, "out of memory deriving k_b/v_b of layer %d", il);
+    L->k_b = (ds_tensor){ .name = kname, .type = t, .ne = { dn, R, H, 1 }, .data = kb,
                           .row_bytes = (size_t)dn * es, .device = L->kv_b.device };
-    L->v_b = (ds_tensor){ .name = "derived.attn_v_b", .type = t, .ne = { R, dv, H, 1 }, .data = vb,
+    L->v_b = (ds_tensor){ .name = vname, .type = t, .ne = { R, dv, H, 1 }, .data = vb,
                           .row_bytes = (size_t)R * es, .device = L->kv_b.device };
     return DS_OK;
 }

@@ -7,7 +7,8 @@
 
 /* Reads the int array after "name" in cases.json; returns count (<= cap) or -1. */
 int ds_test_case_tokens(const char *json_path, const char *name, int32_t *out, int cap);
-/* One prefill of ids[n] on a fresh context; logits [n][n_vocab] (malloc'd,
+/* One prefill of ids[n] on a fresh context (device "cuda/ref": the model's
+ * placement with "ref" as the GPU backend); logits [n][n_vocab] (malloc'd,
  * caller frees) or NULL on error (printed). record/force: routing capture. */
 float *ds_test_prefill(const ds_model *m, const char *device, ds_type kv, int ubatch, int threads,
                        const int32_t *ids, int n, int32_t *record, const int32_t *force, float *margins);

@@ -94,11 +94,25 @@ int ds_test_case_tokens(const char *json_path, const char *name, int32_t *out, i
     return n;
 }
 
+/* "cuda/ref": device cuda with "ref" running the GPU-placed blocks (the
+ * placement dispatch, testable without a GPU); otherwise the device name */
+static void set_device(ds_ctx_params *p, const char *device) {
+    static char dev[32];
+    const char *slash = strchr(device, '/');
+    if (!slash) {
+        p->device = device;
+        return;
+    }
+    snprintf(dev, sizeof dev, "%.*s", (int)(slash - device), device);
+    p->device = dev;
+    p->gpu_backend = slash + 1;
+}
+
 float *ds_test_prefill(const ds_model *m, const char *device, ds_type kv, int ubatch, int threads,
                        const int32_t *ids, int n, int32_t *record, const int32_t *force, float *margins) {
     ds_ctx_params p;
     ds_ctx_params_default(&p);
-    p.device = device;
+    set_device(&p, device);
     p.kv_type = kv;
     p.n_ubatch = ubatch;
     p.n_threads = threads;
@@ -129,7 +143,7 @@ float *ds_test_decode_steps(const ds_model *m, const char *device, ds_type kv, i
                             const int32_t *ids, int n) {
     ds_ctx_params p;
     ds_ctx_params_default(&p);
-    p.device = device;
+    set_device(&p, device);
     p.kv_type = kv;
     p.n_ctx = n;
     p.n_threads = threads;

@@ -11,12 +11,14 @@
 #include "router.h"
 #include "rowops.h"
 
+#include "../../model/placement.h"
 #include "../../quant/iq_tables.h"
+#include "../cuda_scratch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define LM_CHUNK 16     /* LM-head rows per pass (logits scratch [LM_CHUNK][n_vocab]) */
+#define LM_CHUNK DS_CU_LM_CHUNK
 #define GRAPH_MAX_ROWS 16 /* micro-batches up to this size replay a captured graph */
 #define N_GRAPHS 8
 
@@ -78,6 +80,19 @@ typedef struct cu_impl {
     cudaEvent_t ev0, ev1;
     double prof_ms[P_N];
     int prof_steps;
+    /* placement (ds_backend_params.placed): only CUDA0's weights are here */
+    bool placed;
+    ds_backend *host;          /* computes the routed experts placed on the CPU */
+    bool *host_exps;           /* [n_layer]: this layer's routed experts are on the host */
+    bool any_host_exps;
+    float *h_embd;             /* pinned [R][E]: embeddings when token_embd stays on the host */
+    float *h_y, *h_w, *h_xo;   /* pinned [R][E], [R][k], [R][E]: host experts' input, weights, output */
+    int32_t *h_eids;           /* pinned [R][k] */
+    cudaEvent_t ev_y;          /* the host experts' inputs are in pinned memory */
+    /* hybrid timing (DSINFER_HYBRID_STATS=1 prints it at free) */
+    bool hstats;
+    double t_host_ms, t_wait_ms;
+    long n_host_calls;
 } cu_impl;
 
 static void prof_begin(cu_impl *C) {
@@ -139,14 +154,20 @@ static int for_each_tensor(const ds_model *m, cu_impl *C, tensor_fn fn, void *ct
 typedef struct upload_ctx {
     cu_impl *C;
     size_t off;          /* running offset in wbuf */
+    size_t shown;        /* offset at the last progress line */
     uint64_t total;
     const ds_tensor *bad;
     const void *embd_src; /* tied output shares token_embd's device copy */
 } upload_ctx;
 
+/* a weight this backend holds: all of them, or CUDA0's when placed */
+static bool held(const cu_impl *C, const ds_tensor *t) {
+    return ds_tensor_present(t) && (!C->placed || t->device == DS_DEV_CUDA(0));
+}
+
 static int count_tensor(void *ctx, const ds_tensor *t, cu_w *dst) {
     upload_ctx *u = ctx;
-    if (!ds_tensor_present(t)) return 0;
+    if (!held(u->C, t)) return 0;
     /* matrices go through the GEMV (32-element chunks); 1-D f32 vectors
      * (norms, the router bias) are read directly, any width */
     const bool matrix = t->type != DS_TYPE_F32 || t->ne[1] > 1;
@@ -154,26 +175,39 @@ static int count_tensor(void *ctx, const ds_tensor *t, cu_w *dst) {
         u->bad = t;
         return 1;
     }
-    if (t == &u->C->m->output && t->data == u->C->m->token_embd.data) return 0;
+    if (t == &u->C->m->output && t->data == u->C->m->token_embd.data && held(u->C, &u->C->m->token_embd)) return 0;
     u->total += align256(tensor_bytes(t));
     return 0;
+}
+
+/* progress on stderr while gigabytes go up (a 300 GB model takes minutes) */
+static void upload_progress(upload_ctx *u, bool done) {
+    const uint64_t step = (uint64_t)1 << 30;
+    if (u->total < 4 * step) return;
+    if (!done && u->off / step == u->shown / step) return;
+    u->shown = u->off;
+    const int w = 40, fill = (int)((double)u->off / (double)u->total * w);
+    fprintf(stderr, "\rcuda: loading weights [%.*s%*s] %6.2f / %.2f GiB", fill, "########################################",
+            w - fill, "", u->off / 1073741824.0, u->total / 1073741824.0);
+    if (done) fputc('\n', stderr);
 }
 
 static int upload_tensor(void *ctx, const ds_tensor *t, cu_w *dst) {
     upload_ctx *u = ctx;
     memset(dst, 0, sizeof *dst);
-    if (!ds_tensor_present(t)) return 0;
+    if (!held(u->C, t)) return 0;
     dst->type = t->type;
     dst->K = t->ne[0];
     dst->rows = t->ne[1] * t->ne[2] * t->ne[3];
     dst->row_bytes = t->row_bytes;
-    if (t == &u->C->m->output && t->data == u->C->m->token_embd.data) {
+    if (t == &u->C->m->output && t->data == u->C->m->token_embd.data && u->C->token_embd.d) {
         dst->d = u->C->token_embd.d;
         return 0;
     }
     dst->d = u->C->wbuf + u->off;
     DS_CU_TRY(cudaMemcpy(u->C->wbuf + u->off, t->data, tensor_bytes(t), cudaMemcpyHostToDevice));
     u->off += align256(tensor_bytes(t));
+    upload_progress(u, false);
     return 0;
 }
 
@@ -527,6 +561,39 @@ static int dev_moe_any(cu_impl *C, int il, int n, const float *y, float *out) {
     return dev_moe_grouped(C, il, n, y, C->h_ids, C->rw, out);
 }
 
+/* routed experts of layer il on the host backend, overlapped with the
+ * shared expert on the GPU: the normed rows and the router's choice go down
+ * to pinned memory, the GPU goes on with the shared expert while the CPU
+ * computes the experts, and their sum comes back up and joins the FFN
+ * output. Only hidden states and routing cross PCIe. */
+static int host_moe(cu_impl *C, int il, int n) {
+    const ds_hparams *hp = &C->m->hp;
+    const size_t nE = (size_t)n * hp->n_embd, nk = (size_t)n * hp->n_expert_used;
+    int rc;
+    DS_CU_TRY(cudaMemcpyAsync(C->h_y, C->y, nE * sizeof(float), cudaMemcpyDeviceToHost, C->s));
+    DS_CU_TRY(cudaMemcpyAsync(C->h_eids, C->ids, nk * sizeof(int32_t), cudaMemcpyDeviceToHost, C->s));
+    DS_CU_TRY(cudaMemcpyAsync(C->h_w, C->rw, nk * sizeof(float), cudaMemcpyDeviceToHost, C->s));
+    DS_CU_TRY(cudaEventRecord(C->ev_y, C->s));
+    if ((rc = PROF(C, P_SHARED, dev_shared(C, il, n, C->y, C->f)))) return rc;
+    const double t0 = ds_time_s();
+    DS_CU_TRY(cudaEventSynchronize(C->ev_y));
+    const double t1 = ds_time_s();
+    memset(C->h_xo, 0, nE * sizeof(float));
+    ds_status st = C->host->moe_experts(C->host, C->m, il, n, C->h_y, C->h_eids, C->h_w, C->h_xo);
+    const double t2 = ds_time_s();
+    C->t_wait_ms += (t1 - t0) * 1e3;
+    C->t_host_ms += (t2 - t1) * 1e3;
+    C->n_host_calls++;
+    if (C->prof) C->prof_ms[P_MOE] += (t2 - t1) * 1e3;
+    if (st) {
+        fprintf(stderr, "cuda backend: the host's routed experts of layer %d failed (%s)\n", il, ds_status_name(st));
+        return (int)cudaErrorUnknown;
+    }
+    /* C->a (the attention output) is free until the next layer's attention */
+    DS_CU_TRY(cudaMemcpyAsync(C->a, C->h_xo, nE * sizeof(float), cudaMemcpyHostToDevice, C->s));
+    return ds_cu_add(C->f, C->a, (int64_t)nE, C->s);
+}
+
 /* every layer on C->h (embedded already); wanted rows gathered into C->a */
 static int dev_layers(cu_impl *C, int n, int nw) {
     const ds_hparams *hp = &C->m->hp;
@@ -541,6 +608,8 @@ static int dev_layers(cu_impl *C, int n, int nw) {
             return rc;
         if (!C->m->layers[il].is_moe) {
             if ((rc = PROF(C, P_DENSE, dev_dense(C, il, n, C->y, C->f)))) return rc;
+        } else if (C->host_exps[il]) {
+            if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) || (rc = host_moe(C, il, n))) return rc;
         } else if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) ||
                    (rc = PROF(C, P_SHARED, dev_shared(C, il, n, C->y, C->f))) ||
                    (rc = PROF(C, P_MOE, dev_moe_any(C, il, n, C->y, C->f)))) {
@@ -555,10 +624,15 @@ static int dev_layers(cu_impl *C, int n, int nw) {
 static int dev_step(cu_impl *C, int n, int nw, bool lm) {
     const ds_model *m = C->m;
     int rc;
-    if ((rc = ds_cu_embed(C->token_embd.d, C->token_embd.type, m->hp.n_embd, C->token_embd.row_bytes, C->d_in, n, C->h,
-                          C->s)) ||
-        (rc = dev_layers(C, n, nw)))
-        return rc;
+    if (C->token_embd.d) {
+        if ((rc = ds_cu_embed(C->token_embd.d, C->token_embd.type, m->hp.n_embd, C->token_embd.row_bytes, C->d_in, n,
+                              C->h, C->s)))
+            return rc;
+    } else { /* token_embd stayed on the host: cu_forward filled h_embd */
+        DS_CU_TRY(cudaMemcpyAsync(C->h, C->h_embd, (size_t)n * m->hp.n_embd * sizeof(float), cudaMemcpyHostToDevice,
+                                  C->s));
+    }
+    if ((rc = dev_layers(C, n, nw))) return rc;
     return lm && nw > 0 ? PROF(C, P_LM, dev_lm_head(C, nw < LM_CHUNK ? nw : LM_CHUNK, C->a)) : 0;
 }
 
@@ -597,7 +671,15 @@ static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *ro
     if (n > C->max_rows) return DS_ERR_INVALID_ARG;
     if ((rc = bind_kv(C, kv)) || (rc = upload_inputs(C, rows, tokens, want, kv, &nw))) return cu_fail(rc, "forward");
     if (!logits) nw = 0;
-    if (C->use_graph && n <= GRAPH_MAX_ROWS) {
+    if (!C->token_embd.d) {
+        /* the previous step's copy out of h_embd must be done before it is refilled */
+        if (cudaStreamSynchronize(C->s) != cudaSuccess) return cu_fail(1, "sync");
+        for (int r = 0; r < n; r++)
+            ds_dequantize_row(m->token_embd.type, ds_tensor_row(&m->token_embd, tokens[r]),
+                              C->h_embd + (size_t)r * m->hp.n_embd, m->hp.n_embd);
+    }
+    /* host experts wait on the CPU mid-step: no graph (its launches stay async) */
+    if (C->use_graph && !C->any_host_exps && n <= GRAPH_MAX_ROWS) {
         cudaGraphExec_t exec;
         if ((rc = graph_for(C, n, nw, &exec))) return cu_fail(rc, "graph");
         if (cudaGraphLaunch(exec, C->s) != cudaSuccess) return cu_fail(1, "graph launch");
@@ -633,8 +715,17 @@ static void cu_free(ds_backend *be) {
             cudaEventDestroy(C->ev0);
             cudaEventDestroy(C->ev1);
         }
+        if (C->hstats && C->n_host_calls)
+            fprintf(stderr, "cuda hybrid: %ld host expert calls, %.3f ms each on the CPU, the CPU waited %.3f ms each "
+                            "for the GPU's part of the layer\n",
+                    C->n_host_calls, C->t_host_ms / C->n_host_calls, C->t_wait_ms / C->n_host_calls);
         for (int i = 0; i < N_GRAPHS; i++)
             if (C->graphs[i].n) cudaGraphExecDestroy(C->graphs[i].exec);
+        if (C->ev_y) cudaEventDestroy(C->ev_y);
+        void *pinned[] = { C->h_embd, C->h_y, C->h_w, C->h_xo, C->h_eids };
+        for (size_t i = 0; i < sizeof pinned / sizeof *pinned; i++)
+            if (pinned[i]) cudaFreeHost(pinned[i]);
+        free(C->host_exps);
         void *bufs[] = { C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
                          C->heads, C->ffa, C->ffb, C->rlogit, C->rw, C->margin, C->act, C->logits, C->ids,
                          C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx };
@@ -650,31 +741,25 @@ static void cu_free(ds_backend *be) {
     free(be);
 }
 
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-/* device scratch: (pointer, element count, element size) */
+/* device scratch: the buffers of cuda_scratch.h, in its order */
 static int alloc_scratch(cu_impl *C, size_t *total_out, bool dry) {
-    const ds_hparams *hp = &C->m->hp;
-    const int64_t R = C->max_rows, E = hp->n_embd, H = hp->n_head, k = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
-    const int64_t ffmax = max64(hp->n_ff, (int64_t)hp->n_ff_exp * max64(1, hp->n_expert_shared));
-    struct { void **p; int64_t n; } t[] = {
-        { (void **)&C->h, R * E }, { (void **)&C->a, R * E }, { (void **)&C->y, R * E }, { (void **)&C->f, R * E },
-        { (void **)&C->xn, R * E }, { (void **)&C->cq, R * max64(1, hp->q_lora) },
-        { (void **)&C->q, R * H * hp->d_qk }, { (void **)&C->kvrow, R * hp->d_kv_row },
-        { (void **)&C->qabs, R * H * hp->kv_lora }, { (void **)&C->olat, R * H * hp->kv_lora },
-        { (void **)&C->heads, R * H * hp->d_v }, { (void **)&C->ffa, R * ffmax }, { (void **)&C->ffb, R * ffmax },
-        { (void **)&C->rlogit, R * max64(1, hp->n_expert) }, { (void **)&C->rw, R * k }, { (void **)&C->margin, R },
-        { (void **)&C->act, R * k * max64(1, hp->n_ff_exp) }, { (void **)&C->logits, (int64_t)LM_CHUNK * hp->n_vocab },
-        { (void **)&C->ids, R * k }, { (void **)&C->forced, R * k },
-        { (void **)&C->freq, max64(1, hp->d_rope / 2) },
-        { (void **)&C->moe_y, R * k * E }, { (void **)&C->moe_u, R * k * max64(1, hp->n_ff_exp) },
-        { (void **)&C->moe_idx, 2 * R * k },
+    void **ptr[DS_CS_COUNT] = {
+        [DS_CS_H] = (void **)&C->h, [DS_CS_A] = (void **)&C->a, [DS_CS_Y] = (void **)&C->y, [DS_CS_F] = (void **)&C->f,
+        [DS_CS_XN] = (void **)&C->xn, [DS_CS_CQ] = (void **)&C->cq, [DS_CS_Q] = (void **)&C->q,
+        [DS_CS_KVROW] = (void **)&C->kvrow, [DS_CS_QABS] = (void **)&C->qabs, [DS_CS_OLAT] = (void **)&C->olat,
+        [DS_CS_HEADS] = (void **)&C->heads, [DS_CS_FFA] = (void **)&C->ffa, [DS_CS_FFB] = (void **)&C->ffb,
+        [DS_CS_RLOGIT] = (void **)&C->rlogit, [DS_CS_RW] = (void **)&C->rw, [DS_CS_MARGIN] = (void **)&C->margin,
+        [DS_CS_ACT] = (void **)&C->act, [DS_CS_LOGITS] = (void **)&C->logits, [DS_CS_IDS] = (void **)&C->ids,
+        [DS_CS_FORCED] = (void **)&C->forced, [DS_CS_FREQ] = (void **)&C->freq, [DS_CS_MOE_Y] = (void **)&C->moe_y,
+        [DS_CS_MOE_U] = (void **)&C->moe_u, [DS_CS_MOE_IDX] = (void **)&C->moe_idx,
     };
+    int64_t n[DS_CS_COUNT];
+    ds_cuda_scratch_elems(&C->m->hp, C->max_rows, n);
     size_t total = 0;
-    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
-        size_t bytes = align256((size_t)t[i].n * 4);
+    for (int i = 0; i < DS_CS_COUNT; i++) {
+        size_t bytes = align256((size_t)n[i] * 4);
         total += bytes;
-        if (!dry) DS_CU_TRY(cudaMalloc(t[i].p, bytes));
+        if (!dry) DS_CU_TRY(cudaMalloc(ptr[i], bytes));
     }
     *total_out = total;
     return 0;
@@ -692,8 +777,11 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     be->name = "cuda";
     be->device_kv = true;
     C->m = m;
-    C->max_rows = p->max_rows > 0 ? p->max_rows : 1;
-    if (C->max_rows < LM_CHUNK) C->max_rows = LM_CHUNK;
+    C->max_rows = ds_cuda_scratch_rows(p->max_rows > 0 ? p->max_rows : 1);
+    C->placed = p->placed;
+    C->host = p->host;
+    const char *hs = getenv("DSINFER_HYBRID_STATS");
+    C->hstats = hs && hs[0] == '1';
     C->max_ctx = p->max_ctx > 0 ? p->max_ctx : hp->n_ctx_train;
     const char *g = getenv("DSINFER_CUDA_GRAPH");
     C->use_graph = !(g && g[0] == '0');
@@ -701,8 +789,17 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     C->prof = pf && pf[0] == '1';
     if (C->prof) C->use_graph = false; /* events with host syncs cannot sit in a graph */
     C->L = calloc((size_t)hp->n_layer, sizeof *C->L);
+    C->host_exps = calloc((size_t)hp->n_layer, sizeof *C->host_exps);
     ds_status st = DS_ERR_INTERNAL;
-    if (!C->L) { st = ds_error_set(err, DS_ERR_OOM, "out of memory"); goto fail; }
+    if (!C->L || !C->host_exps) { st = ds_error_set(err, DS_ERR_OOM, "out of memory"); goto fail; }
+    for (int il = 0; C->placed && il < hp->n_layer; il++) {
+        C->host_exps[il] = m->layers[il].is_moe && ds_block_device(m, DS_BLK_EXPERTS, il) == DS_DEV_CPU;
+        C->any_host_exps |= C->host_exps[il];
+    }
+    if (C->any_host_exps && !C->host) {
+        st = ds_error_set(err, DS_ERR_INVALID_ARG, "device 'cuda': routed experts are placed on the CPU but no host backend was given");
+        goto fail;
+    }
     if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&C->s, cudaStreamNonBlocking) != cudaSuccess) {
         st = ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create a stream on device 0");
         goto fail;
@@ -747,9 +844,15 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     }
     C->wbytes = u.total;
     const size_t rk = (size_t)C->max_rows * (hp->n_expert_used > 0 ? hp->n_expert_used : 1);
-    if (for_each_tensor(m, C, upload_tensor, &u) || alloc_scratch(C, &scratch, false) ||
+    if (for_each_tensor(m, C, upload_tensor, &u) || (upload_progress(&u, true), 0) || alloc_scratch(C, &scratch, false) ||
         cudaMallocHost((void **)&C->h_moe_idx, 2 * rk * sizeof(int32_t)) != cudaSuccess ||
         cudaMallocHost((void **)&C->h_ids, rk * sizeof(int32_t)) != cudaSuccess ||
+        cudaMallocHost((void **)&C->h_embd, (size_t)C->max_rows * hp->n_embd * sizeof(float)) != cudaSuccess ||
+        cudaMallocHost((void **)&C->h_y, (size_t)C->max_rows * hp->n_embd * sizeof(float)) != cudaSuccess ||
+        cudaMallocHost((void **)&C->h_xo, (size_t)C->max_rows * hp->n_embd * sizeof(float)) != cudaSuccess ||
+        cudaMallocHost((void **)&C->h_w, rk * sizeof(float)) != cudaSuccess ||
+        cudaMallocHost((void **)&C->h_eids, rk * sizeof(int32_t)) != cudaSuccess ||
+        cudaEventCreateWithFlags(&C->ev_y, cudaEventDisableTiming) != cudaSuccess ||
         cudaMemcpy(C->freq, m->rope_freq, (size_t)(hp->d_rope / 2) * sizeof(float), cudaMemcpyHostToDevice)) {
         st = ds_error_set(err, DS_ERR_OOM, "device 'cuda': uploading weights or allocating scratch failed");
         goto fail;

@@ -1,0 +1,36 @@
+/* cuda_scratch.c: sizes of the CUDA backend's scratch buffers (see cuda_scratch.h). */
+#include "cuda_scratch.h"
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+int ds_cuda_scratch_rows(int max_rows) { return max_rows > DS_CU_LM_CHUNK ? max_rows : DS_CU_LM_CHUNK; }
+
+void ds_cuda_scratch_elems(const ds_hparams *hp, int rows, int64_t n[DS_CS_COUNT]) {
+    const int64_t R = rows, E = hp->n_embd, H = hp->n_head, k = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
+    const int64_t ffmax = max64(hp->n_ff, (int64_t)hp->n_ff_exp * max64(1, hp->n_expert_shared));
+    const int64_t F = max64(1, hp->n_ff_exp);
+    n[DS_CS_H] = n[DS_CS_A] = n[DS_CS_Y] = n[DS_CS_F] = n[DS_CS_XN] = R * E;
+    n[DS_CS_CQ] = R * max64(1, hp->q_lora);
+    n[DS_CS_Q] = R * H * hp->d_qk;
+    n[DS_CS_KVROW] = R * hp->d_kv_row;
+    n[DS_CS_QABS] = n[DS_CS_OLAT] = R * H * hp->kv_lora;
+    n[DS_CS_HEADS] = R * H * hp->d_v;
+    n[DS_CS_FFA] = n[DS_CS_FFB] = R * ffmax;
+    n[DS_CS_RLOGIT] = R * max64(1, hp->n_expert);
+    n[DS_CS_RW] = n[DS_CS_IDS] = n[DS_CS_FORCED] = R * k;
+    n[DS_CS_MARGIN] = R;
+    n[DS_CS_ACT] = R * k * F;
+    n[DS_CS_LOGITS] = (int64_t)DS_CU_LM_CHUNK * hp->n_vocab;
+    n[DS_CS_FREQ] = max64(1, hp->d_rope / 2);
+    n[DS_CS_MOE_Y] = R * k * E;
+    n[DS_CS_MOE_U] = R * k * F;
+    n[DS_CS_MOE_IDX] = 2 * R * k;
+}
+
+uint64_t ds_cuda_scratch_bytes(const ds_hparams *hp, int max_rows) {
+    int64_t n[DS_CS_COUNT];
+    ds_cuda_scratch_elems(hp, ds_cuda_scratch_rows(max_rows), n);
+    uint64_t total = 0;
+    for (int i = 0; i < DS_CS_COUNT; i++) total += ((uint64_t)n[i] * 4 + 255) & ~(uint64_t)255;
+    return total;
+}

@@ -1,0 +1,24 @@
+/* cuda_scratch.h: the CUDA backend's device scratch, by buffer and size, in
+ * plain C so the placement plan can print it on a machine without CUDA
+ * (and cuda_backend.c allocates exactly this list). */
+#ifndef DS_CUDA_SCRATCH_H
+#define DS_CUDA_SCRATCH_H
+
+#include "../model/model.h"
+
+#define DS_CU_LM_CHUNK 16 /* LM-head rows per pass (logits scratch [LM_CHUNK][n_vocab]) */
+
+enum {
+    DS_CS_H, DS_CS_A, DS_CS_Y, DS_CS_F, DS_CS_XN, DS_CS_CQ, DS_CS_Q, DS_CS_KVROW, DS_CS_QABS, DS_CS_OLAT,
+    DS_CS_HEADS, DS_CS_FFA, DS_CS_FFB, DS_CS_RLOGIT, DS_CS_RW, DS_CS_MARGIN, DS_CS_ACT, DS_CS_LOGITS,
+    DS_CS_IDS, DS_CS_FORCED, DS_CS_FREQ, DS_CS_MOE_Y, DS_CS_MOE_U, DS_CS_MOE_IDX, DS_CS_COUNT
+};
+
+/* The rows scratch is sized for: max(max_rows, DS_CU_LM_CHUNK). */
+int ds_cuda_scratch_rows(int max_rows);
+/* Element counts (4-byte elements) of each buffer for `rows` rows. */
+void ds_cuda_scratch_elems(const ds_hparams *hp, int rows, int64_t n[DS_CS_COUNT]);
+/* Their total in bytes, each buffer rounded up to 256 bytes. */
+uint64_t ds_cuda_scratch_bytes(const ds_hparams *hp, int max_rows);
+
+#endif
