@@ -28,31 +28,10 @@ if has env; then
   git -C "$ROOT" log -1 --format='commit %H %s' 2>/dev/null || echo "commit: (no git metadata)"
 fi
 
-# Dependencies: the image may lack the -dev packages; .dev/debs (carried)
-# holds them, unpacked under /tmp/deps, never into /. Made here once with
-#   cd .dev/debs && apt-get download pkgconf pkgconf-bin libpkgconf3 $(apt-cache depends --recurse
-#     --no-recommends --no-suggests libpcre2-dev libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
-#     | grep -v '^[ <]' | sort -u | grep -v -e '^libc6' -e '^libgcc' -e '^libstdc++')
+# Dependencies: the image may lack the -dev packages (see deps-env.sh)
 if has deps; then
   stage deps
-  if ! command -v pkg-config >/dev/null || ! pkg-config --exists libpcre2-8 libmicrohttpd jansson libcurl; then
-    if ls .dev/debs/*.deb >/dev/null 2>&1; then
-      mkdir -p /tmp/deps
-      for f in .dev/debs/*.deb; do dpkg -x "$f" /tmp/deps; done
-      find /tmp/deps -name '*.pc' -exec sed -i 's|^prefix=/usr$|prefix=/tmp/deps/usr|' {} +
-      export PKG_CONFIG_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu/pkgconfig:/tmp/deps/usr/share/pkgconfig
-      export LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-      export LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu:${LIBRARY_PATH:-}
-      if ! command -v pkg-config >/dev/null; then
-        export PATH=/tmp/deps/usr/bin:$PATH
-      fi
-      echo "deps: unpacked $(ls .dev/debs/*.deb | wc -l) packages into /tmp/deps"
-    else
-      echo "deps: missing and no .dev/debs to unpack"
-    fi
-  else
-    echo "deps: all present"
-  fi
+  source "$ROOT/scripts/device/deps-env.sh"
 fi
 
 if has build; then

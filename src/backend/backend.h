@@ -29,6 +29,9 @@ typedef struct ds_backend_params {
     /* device backends: the host backend that computes the blocks placed on
      * the CPU inside the forward hook (routed experts); NULL = none */
     ds_backend *host;
+    /* device backends: routed experts of host-placed layers to keep on the
+     * device, per layer, chosen by online usage counts (--gpu-experts) */
+    int gpu_experts;
 } ds_backend_params;
 
 struct ds_backend {

@@ -6,7 +6,10 @@
 
 #include "../model/model.h"
 
-#define DS_CU_LM_CHUNK 16 /* LM-head rows per pass (logits scratch [LM_CHUNK][n_vocab]) */
+#define DS_CU_LM_CHUNK 16
+/* prefill micro-batches of at least this many rows stream host-placed experts
+ * to the GPU instead of computing them on the CPU (DSINFER_STREAM_ROWS) */
+#define DS_CU_STREAM_ROWS 32 /* LM-head rows per pass (logits scratch [LM_CHUNK][n_vocab]) */
 
 enum {
     DS_CS_H, DS_CS_A, DS_CS_Y, DS_CS_F, DS_CS_XN, DS_CS_CQ, DS_CS_Q, DS_CS_KVROW, DS_CS_QABS, DS_CS_OLAT,

@@ -155,6 +155,9 @@ int ds_cli_model_opt(ds_cli_model_opts *o, int argc, char **argv, int *i) {
             fprintf(stderr, "dsinfer: note: -sm %s (tensor parallel) is not implemented yet; layers are split instead\n", v);
     } else if (is(a, "-mg", "--main-gpu")) {
         if (!(v = ds_cli_value(argc, argv, i)) || !ds_cli_int(a, v, 0, 0, &n)) return -1;
+    } else if (is(a, "--gpu-experts", NULL)) {
+        if (!(v = ds_cli_value(argc, argv, i)) || !ds_cli_int(a, v, 0, DS_MAX_EXPERTS, &n)) return -1;
+        o->gpu_experts = (int)n;
     } else if (is(a, "--mlock", NULL)) {
         o->mlock = true;
     } else if (is(a, "--no-mmap", NULL)) {
@@ -167,7 +170,7 @@ int ds_cli_model_opt(ds_cli_model_opts *o, int argc, char **argv, int *i) {
 
 uint64_t ds_cli_gpu_scratch(const ds_model *m, int ub) {
 #ifdef DSINFER_HAVE_CUDA
-    return ds_cuda_scratch_bytes(&m->hp, ub);
+    return ds_cuda_scratch_bytes(&m->hp, ub) + ds_placement_stream_bytes(m);
 #else
     (void)m; (void)ub;
     return 0;
@@ -214,6 +217,23 @@ static bool wants_gpu(const ds_cli_model_opts *o) {
     return false;
 }
 
+ds_status ds_cli_prepare(const ds_cli_model_opts *o, ds_model *m, const char **device) {
+    *device = o->device;
+    if (!strcmp(o->device, "ref") || (!strcmp(o->device, "cpu") && !wants_gpu(o))) return DS_OK;
+    ds_status st = ds_cli_place(o, m, -1);
+    if (st) return st;
+    /* a placement that puts anything on a GPU runs through the cuda device */
+    *device = ds_placement_uses_gpu(m) ? "cuda" : "cpu";
+    if (!o->quiet_plan && ds_placement_uses_gpu(m)) {
+        ds_plan p;
+        const int ub = o->n_ubatch < o->n_batch ? o->n_ubatch : o->n_batch;
+        ds_plan_compute(m, o->n_ctx, o->kv_type == DS_TYPE_F32 ? 4 : 2, ds_cli_gpu_scratch(m, ub), &p);
+        ds_plan_print(&p, stderr);
+    }
+    if (o->mlock && (st = lock_host_weights(m))) return st;
+    return DS_OK;
+}
+
 ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int n_seq) {
     ds_error err = { 0 };
     *m = NULL;
@@ -225,27 +245,18 @@ ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int 
         return st;
     }
     if (!c) return DS_OK; /* the caller places (info plans for GPUs it may not have) */
-    const bool host_only = !strcmp(o->device, "ref") || (!strcmp(o->device, "cpu") && !wants_gpu(o));
-    if (!host_only) {
-        if ((st = ds_cli_place(o, *m, -1))) goto fail;
-        if (!o->quiet_plan && ds_placement_uses_gpu(*m)) {
-            ds_plan p;
-            const int ub = o->n_ubatch < o->n_batch ? o->n_ubatch : o->n_batch;
-            ds_plan_compute(*m, o->n_ctx, o->kv_type == DS_TYPE_F32 ? 4 : 2,
-                            ds_cli_gpu_scratch(*m, ub), &p);
-            ds_plan_print(&p, stderr);
-        }
-    }
-    if (o->mlock && (st = lock_host_weights(*m))) goto fail;
+    const char *device;
+    if ((st = ds_cli_prepare(o, *m, &device))) goto fail;
     ds_ctx_params cp;
     ds_ctx_params_default(&cp);
     /* a placement that puts anything on a GPU runs through the cuda device */
-    cp.device = host_only ? o->device : ds_placement_uses_gpu(*m) ? "cuda" : "cpu";
+    cp.device = device;
     cp.n_threads = o->n_threads;
     cp.n_ctx = o->n_ctx;
     cp.n_seq = n_seq;
     cp.n_ubatch = o->n_ubatch < o->n_batch ? o->n_ubatch : o->n_batch;
     cp.kv_type = o->kv_type;
+    cp.gpu_experts = o->gpu_experts;
     if ((st = ds_ctx_create(*m, &cp, c, &err))) {
         fprintf(stderr, "dsinfer: cannot create the context: %s\n", err.msg);
         goto fail;

@@ -21,6 +21,7 @@ typedef struct ds_cli_model_opts {
     int n_overrides;                /* --override-kv */
     ds_placement_spec place;        /* -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts */
     bool mlock;                     /* --mlock: lock host-resident weights in RAM */
+    int gpu_experts;                /* --gpu-experts N: hot experts of CPU layers kept on the GPU */
     bool quiet_plan;                /* do not print the placement plan at load */
 } ds_cli_model_opts;
 
@@ -43,6 +44,10 @@ static inline int ds_cli_exit_code(ds_status st) {
 /* Loads the model, applies the placement, prints the plan (when a GPU is
  * involved) and creates a context from the options (prints errors). */
 ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int n_seq);
+/* After loading: applies the placement (when a GPU is asked for), prints
+ * the plan, locks host weights with --mlock; *device gets the context's
+ * device ("cuda" when anything is on a GPU). Prints errors. */
+ds_status ds_cli_prepare(const ds_cli_model_opts *o, ds_model *m, const char **device);
 /* Applies o's placement to a loaded model (n_gpus: GPUs to check device
  * names against; -1 = those visible). Prints the error. */
 ds_status ds_cli_place(const ds_cli_model_opts *o, ds_model *m, int n_gpus);

@@ -4,6 +4,9 @@
  * decode roofline next to every generation result. Not a profiler: it times
  * whole decode calls (use perf for where the time goes inside). */
 #include "bench.h"
+#ifdef DSINFER_HAVE_CUDA
+#include "../backend/cuda/cuda_backend_bw.h"
+#endif
 
 #include <math.h>
 #include <stdio.h>
@@ -20,7 +23,9 @@ static void help(void) {
            "after one warm-up. Decode rows add GB/step (weights + KV rows read per step) and %% of the\n"
            "roofline (measured read bandwidth / GB per step). --sweep: ik_llama's sweep-bench: at each\n"
            "depth 0, U, 2U, ... < CTX, TG decode steps (default U/4) then a U-token prefill.\n"
-           "Accepted for command-line compatibility: -ngl -ts -sm -ot -fa --n-cpu-moe --cpu-moe.\n");
+           "Placement as in llama.cpp: -ngl N, -ot REGEX=DEV, --cpu-moe, --n-cpu-moe N (the plan is printed).\n"
+           "With a GPU the roofline adds up each device's part of a step at its measured bandwidth.\n"
+           "--verbose: with routed experts on the CPU, the time each side of a layer waited for the other.\n");
 }
 
 /* Parses "512" or "64,512" into out[0..n); false (error printed) if bad. */
@@ -97,7 +102,8 @@ static void fill_info(ds_bench_info *info, const ds_model *m, const ds_cli_model
         info->model_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
     }
     info->backend = !strcmp(o->device, "ref")    ? "CPU (ref)"
-                    : !strcmp(o->device, "cuda") ? "CUDA"
+                    : !strcmp(o->device, "cuda") ? (ds_block_device(m, DS_BLK_EXPERTS, m->hp.n_layer - 1) == DS_DEV_CPU
+                                                        ? "CUDA+CPU" : "CUDA")
                                                  : "CPU";
     info->n_threads = n_threads;
     info->n_batch = o->n_batch;
@@ -174,7 +180,7 @@ static bool run_once(runner *r, int n_prompt, int n_gen, int depth, double *secs
 
 typedef struct opts {
     int p[16], n_p, n[16], n_n, d[16], n_d, pg[16][2], n_pg, reps;
-    bool sweep, n_given;
+    bool sweep, n_given, verbose;
     ds_bench_fmt fmt;
     uint64_t seed;
 } opts;
@@ -245,6 +251,7 @@ static int parse(int argc, char **argv, ds_cli_model_opts *o, opts *op) {
         int64_t x;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { help(); return -1; }
         if (!strcmp(a, "--sweep")) { op->sweep = true; continue; }
+        if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) { op->verbose = true; continue; }
         if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
             if (!(v = ds_cli_value(argc, argv, &i)) || !parse_list(a, v, 0, op->p, 16, &op->n_p)) return 2;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
@@ -305,27 +312,46 @@ int ds_cmd_bench(int argc, char **argv) {
     ds_model *m;
     ds_status lst = ds_cli_load(&o, &m, NULL, 1);
     if (lst) return ds_cli_exit_code(lst);
+    const char *device;
+    if ((lst = ds_cli_prepare(&o, m, &device))) {
+        ds_model_free(m);
+        return ds_cli_exit_code(lst);
+    }
+    o.device = device;
     int n_threads = o.n_threads > 0 ? o.n_threads : ds_cpu_count();
+    if (op.verbose) setenv("DSINFER_HYBRID_STATS", "1", 1);
 
-    /* bandwidth first, before the backend's pool exists to compete for cores.
-     * It is the host's: with --device cuda the roofline needs the device's
-     * (the CUDA work adds that probe), so it is left out there. */
-    const bool host = strcmp(o.device, "cuda") != 0;
+    /* bandwidth first, before the backend's pool exists to compete for cores:
+     * the host's where it reads weights, the GPU's where it does; the
+     * roofline of a step is the sum of each device's bytes at its speed */
+    const bool gpu = !strcmp(o.device, "cuda");
+    ds_plan plan;
+    ds_plan_compute(m, o.n_ctx, 2, 0, &plan);
+    if (!gpu || ds_placement_uses_gpu(m) == false) { /* everything on one device */
+        memset(plan.step, 0, sizeof plan.step);
+        plan.step[gpu ? 1 : 0] = ds_model_decode_bytes(m);
+    }
     ds_bench_bw bw = { 0 };
     ds_error err = { 0 };
-    if (host && ds_bench_read_bw(n_threads, 10, &bw, &err)) {
+    if (plan.step[0] > 0 && ds_bench_read_bw(n_threads, 10, &bw, &err)) {
         fprintf(stderr, "dsinfer bench: %s\n", err.msg);
         ds_model_free(m);
         return 1;
     }
+    double gpu_gbs = 0, gpu_med = 0;
+#ifdef DSINFER_HAVE_CUDA
+    if (gpu && ds_cuda_read_bw((size_t)2 << 30, 10, &gpu_gbs, &gpu_med))
+        fprintf(stderr, "dsinfer bench: the GPU bandwidth probe failed; %% roofline left out\n");
+#endif
     ds_ctx_params cp;
     ds_ctx_params_default(&cp);
-    cp.device = o.device;
+    cp.device = device;
     cp.n_threads = n_threads;
     cp.n_ctx = o.n_ctx;
     cp.n_seq = 1;
     cp.n_ubatch = ub;
     cp.kv_type = o.kv_type;
+    cp.gpu_experts = o.gpu_experts;
     ds_ctx *c;
     if ((lst = ds_ctx_create(m, &cp, &c, &err))) {
         fprintf(stderr, "dsinfer bench: cannot create the context: %s\n", err.msg);
@@ -338,14 +364,26 @@ int ds_cmd_bench(int argc, char **argv) {
 
     ds_bench_info info;
     fill_info(&info, m, &o, n_threads);
-    info.bw_gbs = bw.gbs;
+    /* effective bandwidth: decode_bytes over the time each device needs for its part */
+    double t_roof = 0;
+    bool known = true;
+    for (int d = 0; d < plan.n_dev; d++) {
+        if (!plan.step[d]) continue;
+        const double gbs = d == 0 ? bw.gbs : gpu_gbs;
+        if (gbs <= 0) known = false;
+        else t_roof += plan.step[d] / (gbs * 1e9);
+    }
+    info.bw_gbs = known && t_roof > 0 ? info.decode_bytes / t_roof / 1e9 : 0;
     /* the header lines: markdown and humans read them; JSON/CSV go to stderr to stay parseable */
     FILE *hf = op.fmt == DS_BENCH_MD ? stdout : stderr;
-    if (host)
-        fprintf(hf, "# read bandwidth: %.1f GB/s (best of %d streaming reads of %.2f GiB, %d threads; median %.1f)\n",
+    if (plan.step[0] > 0)
+        fprintf(hf, "# host read bandwidth: %.1f GB/s (best of %d streaming reads of %.2f GiB, %d threads; median %.1f)\n",
                 bw.gbs, bw.n_passes, bw.bytes / 1073741824.0, bw.n_threads, bw.gbs_median);
-    else
-        fprintf(hf, "# read bandwidth: not measured for device %s; %% roofline left out\n", o.device);
+    if (gpu)
+        fprintf(hf, "# GPU read bandwidth: %.1f GB/s (best of 10 streaming reads of 2 GiB; median %.1f)\n", gpu_gbs, gpu_med);
+    if (gpu && plan.step[0] > 0 && info.bw_gbs > 0)
+        fprintf(hf, "# a decode step reads %.3f GB on the host and %.3f GB on the GPU: roofline as if %.1f GB/s\n",
+                plan.step[0] / 1e9, plan.step[1] / 1e9, info.bw_gbs);
     fprintf(hf, "# decode step: %.3f GB of weights + %llu B of KV per cached token; weights %.2f GiB resident in %.1f s\n",
             info.decode_bytes / 1e9, (unsigned long long)info.kv_row_bytes, touched / 1073741824.0, t_touch);
     fprintf(hf, "# %s, %d threads, -b %d -ub %d, KV %s, %s\n", info.backend, n_threads, o.n_batch, ub, info.kv_type,

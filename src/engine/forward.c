@@ -59,6 +59,7 @@ static ds_status create_backends(ds_ctx *c, ds_backend_params *bp, ds_error *err
     ds_backend_params gp = *bp;
     gp.placed = true;
     gp.host = c->host;
+    gp.gpu_experts = c->p.gpu_experts;
     if ((st = ds_backend_create(gpu, m, &gp, &c->be, err))) return st;
     c->mixed = !(hook && c->be->forward);
     return DS_OK;

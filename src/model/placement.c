@@ -330,6 +330,21 @@ bool ds_placement_gpu_with_cpu_experts(const ds_model *m) {
     return true;
 }
 
+uint64_t ds_placement_stream_bytes(const ds_model *m) {
+    uint64_t best = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        if (ds_block_device(m, DS_BLK_EXPERTS, il) != DS_DEV_CPU || ds_block_device(m, DS_BLK_ROUTER, il) <= DS_DEV_CPU)
+            continue;
+        const ds_layer *L = &m->layers[il];
+        const ds_tensor *t[4] = { &L->gate_exps, &L->up_exps, &L->gate_up_exps, &L->down_exps };
+        uint64_t b = 0;
+        for (int i = 0; i < 4; i++)
+            if (ds_tensor_present(t[i])) b += (tensor_bytes(t[i]) + 255) & ~(uint64_t)255;
+        best = b > best ? b : best;
+    }
+    return best;
+}
+
 /* ---- the plan ----------------------------------------------------------------------------- */
 
 void ds_plan_compute(const ds_model *m, int64_t n_ctx, int kv_elem, uint64_t gpu_scratch, ds_plan *p) {
@@ -379,7 +394,9 @@ void ds_plan_print(const ds_plan *p, FILE *f) {
                 p->step[d] / 1e9);
     }
     if (p->experts_cpu_layers)
-        fprintf(f, "  routed experts of %d MoE layer%s run on the CPU, the rest of those layers on the GPU\n",
+        fprintf(f, "  routed experts of %d MoE layer%s run on the CPU, the rest of those layers on the GPU;\n"
+                   "  prefill micro-batches of 32+ rows stream the used experts to the GPU instead (scratch includes\n"
+                   "  the largest layer's experts; DSINFER_STREAM_ROWS=0 keeps them on the CPU)\n",
                 p->experts_cpu_layers, p->experts_cpu_layers == 1 ? "" : "s");
 }
 

@@ -87,6 +87,11 @@ bool ds_placement_uses_gpu(const ds_model *m);
  * micro-batches itself, handing those experts to the CPU. */
 bool ds_placement_gpu_with_cpu_experts(const ds_model *m);
 
+/* Bytes of the largest layer's routed experts among layers whose experts
+ * are on the host and whose router is on a GPU (the stage that prefill
+ * streams them through); 0 if none. Each tensor rounded up to 256. */
+uint64_t ds_placement_stream_bytes(const ds_model *m);
+
 /* What a placement costs, per device (index as in ds_tensor.device). */
 typedef struct ds_plan {
     int n_dev;                          /* devices used: 1 + highest index */

@@ -89,10 +89,26 @@ typedef struct cu_impl {
     float *h_y, *h_w, *h_xo;   /* pinned [R][E], [R][k], [R][E]: host experts' input, weights, output */
     int32_t *h_eids;           /* pinned [R][k] */
     cudaEvent_t ev_y;          /* the host experts' inputs are in pinned memory */
+    /* prefill with host experts: micro-batches of at least stream_rows rows copy
+     * the layer's used experts into stage and run them here (PCIe beats the
+     * CPU once enough rows share each expert) */
+    uint8_t *stage;
+    size_t stage_bytes;
+    int stream_rows;           /* 0 = never */
+    /* hot-expert cache (--gpu-experts): per host-expert layer, n_hot experts
+     * resident here in slots; usage counted online from the router's choice */
+    int n_hot;
+    uint8_t **hot_w;           /* [n_layer] device [n_hot][gate|up|down slices] (NULL: layer not cached) */
+    int32_t *hot_slot;         /* [n_layer][n_expert]: slot of a cached expert, -1 */
+    int32_t *hot_expert;       /* [n_layer][n_hot]: expert in a slot, -1 */
+    float *hot_count;          /* [n_layer][n_expert]: decayed usage */
+    int *hot_calls;            /* [n_layer]: calls since the last refresh */
+    int32_t *h_gids;           /* pinned [R][k]: ids remapped to slots for the GPU part */
+    long hot_hits, hot_pairs;  /* (row, expert) pairs served from the cache, of all */
     /* hybrid timing (DSINFER_HYBRID_STATS=1 prints it at free) */
     bool hstats;
-    double t_host_ms, t_wait_ms;
-    long n_host_calls;
+    double t_host_ms, t_wait_ms, t_stream_ms;
+    long n_host_calls, n_stream_calls;
 } cu_impl;
 
 static void prof_begin(cu_impl *C) {
@@ -561,6 +577,92 @@ static int dev_moe_any(cu_impl *C, int il, int n, const float *y, float *out) {
     return dev_moe_grouped(C, il, n, y, C->h_ids, C->rw, out);
 }
 
+/* ---- hot-expert cache ------------------------------------------------------------ */
+
+#define HOT_REFRESH 16 /* calls of a layer between re-choosing its cached experts */
+
+/* the layer's expert tensors in cache order: gate|up (or gate_up), down */
+static int expert_tensors(const ds_layer *H, const ds_tensor *t[3]) {
+    int n = 0;
+    if (ds_tensor_present(&H->gate_up_exps)) t[n++] = &H->gate_up_exps;
+    else { t[n++] = &H->gate_exps; t[n++] = &H->up_exps; }
+    t[n++] = &H->down_exps;
+    return n;
+}
+
+static size_t hot_expert_bytes(const ds_layer *H) {
+    const ds_tensor *t[3];
+    size_t b = 0;
+    for (int i = 0, n = expert_tensors(H, t); i < n; i++) b += align256((size_t)t[i]->row_bytes * t[i]->ne[1]);
+    return b;
+}
+
+/* Re-chooses the layer's cached experts: the n_hot most used (counts
+ * halve each refresh, so the cache follows drifting traffic); experts
+ * leaving free their slots for those arriving, which are copied up. */
+static int hot_refresh(cu_impl *C, int il) {
+    const ds_layer *H = &C->m->layers[il];
+    const int NE = C->m->hp.n_expert, N = C->n_hot;
+    float *cnt = C->hot_count + (size_t)il * NE;
+    int32_t *slot = C->hot_slot + (size_t)il * NE, *exp = C->hot_expert + (size_t)il * N;
+    bool want[DS_MAX_EXPERTS] = { 0 };
+    for (int j = 0; j < N && j < NE; j++) { /* N passes of an argmax: N and NE are small */
+        int best = -1;
+        for (int e = 0; e < NE; e++)
+            if (!want[e] && (best < 0 || cnt[e] > cnt[best])) best = e;
+        if (best < 0 || cnt[best] <= 0) break;
+        want[best] = true;
+    }
+    const ds_tensor *t[3];
+    const int nt = expert_tensors(H, t);
+    const size_t eb = hot_expert_bytes(H);
+    for (int e = 0; e < NE; e++) {
+        if (!want[e] || slot[e] >= 0) continue;
+        int s = 0;
+        while (s < N && exp[s] >= 0 && want[exp[s]]) s++;
+        if (s == N) break;
+        if (exp[s] >= 0) slot[exp[s]] = -1;
+        exp[s] = e;
+        slot[e] = s;
+        size_t off = 0;
+        for (int i = 0; i < nt; i++) {
+            const size_t sl = (size_t)t[i]->row_bytes * t[i]->ne[1];
+            DS_CU_TRY(cudaMemcpyAsync(C->hot_w[il] + (size_t)s * eb + off, (const uint8_t *)t[i]->data + (size_t)e * sl, sl,
+                                      cudaMemcpyHostToDevice, C->s));
+            off += align256(sl);
+        }
+    }
+    for (int e = 0; e < NE; e++) cnt[e] *= 0.5f;
+    return 0;
+}
+
+/* the cached experts of layer il on the device: ids remapped to slots (h_gids,
+ * uploaded into C->forced), the rest -1 */
+static int hot_moe(cu_impl *C, int il, int n) {
+    const ds_layer *H = &C->m->layers[il];
+    const int64_t F = C->m->hp.n_ff_exp, E = C->m->hp.n_embd;
+    const int k = C->m->hp.n_expert_used;
+    const ds_tensor *t[3];
+    const int nt = expert_tensors(H, t);
+    const size_t eb = hot_expert_bytes(H);
+    DS_CU_TRY(cudaMemcpyAsync(C->forced, C->h_gids, (size_t)n * k * sizeof(int32_t), cudaMemcpyHostToDevice, C->s));
+    ds_cu_moe_params p = { .E = E, .F = F, .y = C->y, .ids = C->forced, .weights = C->rw, .act = C->act, .out = C->f,
+                           .n = n, .k = k, .stream = C->s };
+    const uint8_t *base = C->hot_w[il];
+    const size_t s0 = align256((size_t)t[0]->row_bytes * t[0]->ne[1]);
+    if (nt == 2) { /* fused gate_up: gate rows first, then up */
+        p.gate = (ds_cu_exps){ base, t[0]->type, t[0]->row_bytes, eb };
+        p.up = (ds_cu_exps){ base + (size_t)F * t[0]->row_bytes, t[0]->type, t[0]->row_bytes, eb };
+        p.down = (ds_cu_exps){ base + s0, t[1]->type, t[1]->row_bytes, eb };
+    } else {
+        const size_t s1 = align256((size_t)t[1]->row_bytes * t[1]->ne[1]);
+        p.gate = (ds_cu_exps){ base, t[0]->type, t[0]->row_bytes, eb };
+        p.up = (ds_cu_exps){ base + s0, t[1]->type, t[1]->row_bytes, eb };
+        p.down = (ds_cu_exps){ base + s0 + s1, t[2]->type, t[2]->row_bytes, eb };
+    }
+    return ds_cu_moe(&p);
+}
+
 /* routed experts of layer il on the host backend, overlapped with the
  * shared expert on the GPU: the normed rows and the router's choice go down
  * to pinned memory, the GPU goes on with the shared expert while the CPU
@@ -578,6 +680,21 @@ static int host_moe(cu_impl *C, int il, int n) {
     const double t0 = ds_time_s();
     DS_CU_TRY(cudaEventSynchronize(C->ev_y));
     const double t1 = ds_time_s();
+    if (C->hot_w && C->hot_w[il]) { /* split: cached experts here, the rest on the host */
+        const int NE = C->m->hp.n_expert;
+        const int32_t *slot = C->hot_slot + (size_t)il * NE;
+        float *cnt = C->hot_count + (size_t)il * NE;
+        int hits = 0;
+        for (size_t p = 0; p < nk; p++) {
+            const int e = C->h_eids[p];
+            C->h_gids[p] = e >= 0 && e < NE ? slot[e] : -1;
+            if (e >= 0 && e < NE) cnt[e] += 1;
+            if (C->h_gids[p] >= 0) { C->h_eids[p] = -1; hits++; }
+        }
+        C->hot_hits += hits;
+        C->hot_pairs += (long)nk;
+        if (hits && (rc = hot_moe(C, il, n))) return rc;
+    }
     memset(C->h_xo, 0, nE * sizeof(float));
     ds_status st = C->host->moe_experts(C->host, C->m, il, n, C->h_y, C->h_eids, C->h_w, C->h_xo);
     const double t2 = ds_time_s();
@@ -591,7 +708,69 @@ static int host_moe(cu_impl *C, int il, int n) {
     }
     /* C->a (the attention output) is free until the next layer's attention */
     DS_CU_TRY(cudaMemcpyAsync(C->a, C->h_xo, nE * sizeof(float), cudaMemcpyHostToDevice, C->s));
-    return ds_cu_add(C->f, C->a, (int64_t)nE, C->s);
+    if ((rc = ds_cu_add(C->f, C->a, (int64_t)nE, C->s))) return rc;
+    /* after the CPU's part, so slow copies of arriving experts never delay it */
+    if (C->hot_w && C->hot_w[il] && ++C->hot_calls[il] >= HOT_REFRESH) {
+        C->hot_calls[il] = 0;
+        return hot_refresh(C, il);
+    }
+    return 0;
+}
+
+/* bytes of one expert's slice of a [n_expert][...] tensor */
+static size_t expert_slice(const ds_tensor *t) { return (size_t)t->row_bytes * (size_t)t->ne[1]; }
+
+/* a host tensor's geometry with its data in the stage at *off */
+static cu_w staged(cu_impl *C, const ds_tensor *t, size_t *off) {
+    cu_w w = { .d = C->stage + *off, .type = t->type, .K = t->ne[0], .rows = t->ne[1] * t->ne[2],
+               .row_bytes = t->row_bytes };
+    *off += align256(expert_slice(t) * (size_t)t->ne[2]);
+    return w;
+}
+
+/* Routed experts of a host-placed layer for a prefill micro-batch: the
+ * experts the batch uses are copied into the stage (same layout as the
+ * file) and run by the grouped GPU path; the shared expert first. */
+static int stream_moe(cu_impl *C, int il, int n) {
+    const ds_layer *H = &C->m->layers[il];
+    cu_layer *L = &C->L[il];
+    const int k = C->m->hp.n_expert_used, NE = C->m->hp.n_expert;
+    int rc;
+    if ((rc = PROF(C, P_SHARED, dev_shared(C, il, n, C->y, C->f)))) return rc;
+    DS_CU_TRY(cudaMemcpyAsync(C->h_ids, C->ids, (size_t)n * k * sizeof(int32_t), cudaMemcpyDeviceToHost, C->s));
+    DS_CU_TRY(cudaStreamSynchronize(C->s));
+    bool used[DS_MAX_EXPERTS] = { 0 };
+    for (int p = 0; p < n * k; p++)
+        if (C->h_ids[p] >= 0 && C->h_ids[p] < NE) used[C->h_ids[p]] = true;
+    const ds_tensor *src[3] = { H->gate_up_exps.data ? &H->gate_up_exps : &H->gate_exps,
+                                H->gate_up_exps.data ? NULL : &H->up_exps, &H->down_exps };
+    cu_w *dst[3] = { H->gate_up_exps.data ? &L->gate_up_exps : &L->gate_exps, H->gate_up_exps.data ? NULL : &L->up_exps,
+                     &L->down_exps };
+    size_t off = 0;
+    const double t0 = ds_time_s();
+    for (int i = 0; i < 3; i++) {
+        if (!src[i]) continue;
+        *dst[i] = staged(C, src[i], &off);
+        const size_t slice = expert_slice(src[i]);
+        for (int e = 0; e < NE; e++) /* runs of used experts go up in one copy */
+            if (used[e]) {
+                int e1 = e;
+                while (e1 + 1 < NE && used[e1 + 1]) e1++;
+                DS_CU_TRY(cudaMemcpyAsync((uint8_t *)dst[i]->d + (size_t)e * slice,
+                                          (const uint8_t *)src[i]->data + (size_t)e * slice, (size_t)(e1 - e + 1) * slice,
+                                          cudaMemcpyHostToDevice, C->s));
+                e = e1;
+            }
+    }
+    rc = PROF(C, P_MOE, dev_moe_grouped(C, il, n, C->y, C->h_ids, C->rw, C->f));
+    for (int i = 0; i < 3; i++) /* the layer holds no device copy of its experts */
+        if (dst[i]) memset(dst[i], 0, sizeof *dst[i]);
+    if (C->hstats) { /* the copies are what this path waits on */
+        DS_CU_TRY(cudaStreamSynchronize(C->s));
+        C->t_stream_ms += (ds_time_s() - t0) * 1e3;
+        C->n_stream_calls++;
+    }
+    return rc;
 }
 
 /* every layer on C->h (embedded already); wanted rows gathered into C->a */
@@ -609,7 +788,10 @@ static int dev_layers(cu_impl *C, int n, int nw) {
         if (!C->m->layers[il].is_moe) {
             if ((rc = PROF(C, P_DENSE, dev_dense(C, il, n, C->y, C->f)))) return rc;
         } else if (C->host_exps[il]) {
-            if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) || (rc = host_moe(C, il, n))) return rc;
+            const bool stream = C->stage && n >= C->stream_rows;
+            if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) ||
+                (rc = stream ? stream_moe(C, il, n) : host_moe(C, il, n)))
+                return rc;
         } else if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) ||
                    (rc = PROF(C, P_SHARED, dev_shared(C, il, n, C->y, C->f))) ||
                    (rc = PROF(C, P_MOE, dev_moe_any(C, il, n, C->y, C->f)))) {
@@ -719,6 +901,13 @@ static void cu_free(ds_backend *be) {
             fprintf(stderr, "cuda hybrid: %ld host expert calls, %.3f ms each on the CPU, the CPU waited %.3f ms each "
                             "for the GPU's part of the layer\n",
                     C->n_host_calls, C->t_host_ms / C->n_host_calls, C->t_wait_ms / C->n_host_calls);
+        if (C->hstats && C->hot_pairs)
+            fprintf(stderr, "cuda hybrid: hot-expert cache (%d experts per CPU layer on the GPU): %.1f%% of %ld "
+                            "(row, expert) pairs served on the GPU\n",
+                    C->n_hot, 100.0 * C->hot_hits / C->hot_pairs, C->hot_pairs);
+        if (C->hstats && C->n_stream_calls)
+            fprintf(stderr, "cuda hybrid: %ld prefill layers streamed their experts to the GPU, %.3f ms each\n",
+                    C->n_stream_calls, C->t_stream_ms / C->n_stream_calls);
         for (int i = 0; i < N_GRAPHS; i++)
             if (C->graphs[i].n) cudaGraphExecDestroy(C->graphs[i].exec);
         if (C->ev_y) cudaEventDestroy(C->ev_y);
@@ -726,7 +915,11 @@ static void cu_free(ds_backend *be) {
         for (size_t i = 0; i < sizeof pinned / sizeof *pinned; i++)
             if (pinned[i]) cudaFreeHost(pinned[i]);
         free(C->host_exps);
-        void *bufs[] = { C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
+        for (int il = 0; C->hot_w && il < C->m->hp.n_layer; il++)
+            if (C->hot_w[il]) cudaFree(C->hot_w[il]);
+        free(C->hot_w); free(C->hot_slot); free(C->hot_expert); free(C->hot_count); free(C->hot_calls);
+        if (C->h_gids) cudaFreeHost(C->h_gids);
+        void *bufs[] = { C->stage, C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
                          C->heads, C->ffa, C->ffb, C->rlogit, C->rw, C->margin, C->act, C->logits, C->ids,
                          C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx };
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
@@ -739,6 +932,37 @@ static void cu_free(ds_backend *be) {
         free(C);
     }
     free(be);
+}
+
+/* the hot-expert cache: n experts of each host-expert layer, slots empty
+ * until the first refresh */
+static ds_status hot_init(cu_impl *C, int n, ds_error *err) {
+    const ds_hparams *hp = &C->m->hp;
+    if (n <= 0 || !C->any_host_exps) return DS_OK;
+    C->n_hot = n < hp->n_expert ? n : hp->n_expert;
+    const size_t L = (size_t)hp->n_layer, NE = (size_t)hp->n_expert;
+    C->hot_w = calloc(L, sizeof *C->hot_w);
+    C->hot_slot = malloc(L * NE * sizeof *C->hot_slot);
+    C->hot_expert = malloc(L * (size_t)C->n_hot * sizeof *C->hot_expert);
+    C->hot_count = calloc(L * NE, sizeof *C->hot_count);
+    C->hot_calls = calloc(L, sizeof *C->hot_calls);
+    if (!C->hot_w || !C->hot_slot || !C->hot_expert || !C->hot_count || !C->hot_calls ||
+        cudaMallocHost((void **)&C->h_gids, (size_t)C->max_rows * hp->n_expert_used * sizeof(int32_t)) != cudaSuccess)
+        return ds_error_set(err, DS_ERR_OOM, "out of memory for the hot-expert cache");
+    memset(C->hot_slot, 0xff, L * NE * sizeof *C->hot_slot);
+    memset(C->hot_expert, 0xff, L * (size_t)C->n_hot * sizeof *C->hot_expert);
+    size_t total = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if (!C->host_exps[il]) continue;
+        const size_t b = hot_expert_bytes(&C->m->layers[il]) * (size_t)C->n_hot;
+        if (cudaMalloc((void **)&C->hot_w[il], b) != cudaSuccess)
+            return ds_error_set(err, DS_ERR_OOM,
+                                "device 'cuda': --gpu-experts %d needs %.2f GiB per layer; the GPU ran out after %.2f GiB",
+                                C->n_hot, b / 1073741824.0, total / 1073741824.0);
+        total += b;
+    }
+    fprintf(stderr, "cuda: hot-expert cache: %d experts of each CPU layer, %.2f GiB\n", C->n_hot, total / 1073741824.0);
+    return DS_OK;
 }
 
 /* device scratch: the buffers of cuda_scratch.h, in its order */
@@ -827,6 +1051,11 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     }
     size_t scratch;
     alloc_scratch(C, &scratch, true);
+    /* the stage for streamed prefill experts: the largest host-expert layer */
+    const char *sr = getenv("DSINFER_STREAM_ROWS");
+    C->stream_rows = sr ? atoi(sr) : DS_CU_STREAM_ROWS;
+    if (C->any_host_exps && C->stream_rows > 0) C->stage_bytes = ds_placement_stream_bytes(m);
+    scratch += C->stage_bytes;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
     if (u.total + scratch + ((size_t)256 << 20) > free_b) {
@@ -843,6 +1072,12 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
         goto fail;
     }
     C->wbytes = u.total;
+    if ((st = hot_init(C, p->gpu_experts, err))) goto fail;
+    if (C->stage_bytes && cudaMalloc((void **)&C->stage, C->stage_bytes) != cudaSuccess) {
+        st = ds_error_set(err, DS_ERR_OOM, "device 'cuda': cannot allocate %.2f GiB to stream prefill experts "
+                          "(DSINFER_STREAM_ROWS=0 turns streaming off)", C->stage_bytes / 1073741824.0);
+        goto fail;
+    }
     const size_t rk = (size_t)C->max_rows * (hp->n_expert_used > 0 ? hp->n_expert_used : 1);
     if (for_each_tensor(m, C, upload_tensor, &u) || (upload_progress(&u, true), 0) || alloc_scratch(C, &scratch, false) ||
         cudaMallocHost((void **)&C->h_moe_idx, 2 * rk * sizeof(int32_t)) != cudaSuccess ||
