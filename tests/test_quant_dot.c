@@ -216,9 +216,11 @@ static void test_act_quant(void) {
 #include "emu_avx512.h"
 #define ds_dot_avx512_get ds_dot_avx512emu_get
 #define ds_dot_avx512_get_x4 ds_dot_avx512emu_get_x4
+#define ds_dot_avx512_get_xn ds_dot_avx512emu_get_xn
 #include "quant/dot_avx512.c"
 #undef ds_dot_avx512_get
 #undef ds_dot_avx512_get_x4
+#undef ds_dot_avx512_get_xn
 #pragma GCC pop_options
 #define DS_HAVE_AVX512_EMU 1
 #endif
@@ -226,7 +228,7 @@ static void test_act_quant(void) {
 /* ---- dot kernels ------------------------------------------------------------------------ */
 
 /* per level: scalar, avx2, avx512, avx512 emulated */
-static int g_levels_run[4], g_x4_run[4];
+static int g_levels_run[4], g_x4_run[4], g_xn_run[4];
 
 static void test_dot_type(ds_type t, int64_t n, int trials) {
     const ds_type_traits *tr = ds_type_info(t);
@@ -249,10 +251,15 @@ static void test_dot_type(ds_type t, int64_t n, int trials) {
             ds_vec_dot_fn f = l <= DS_SIMD_AVX512 ? ds_vec_dot_at(t, (ds_simd_level)l) : NULL;
             ds_vec_dot_x4_fn f4 = l == DS_SIMD_AVX2 && f ? ds_dot_avx2_get_x4(t)
                                 : l == DS_SIMD_AVX512 && f ? ds_dot_avx512_get_x4(t) : NULL;
+            ds_vec_dot_x4_fn fn[2] = { NULL, NULL }; /* 2- and 3-row forms */
+            for (int k = 0; k < 2; k++)
+                fn[k] = l == DS_SIMD_AVX2 && f ? ds_dot_avx2_get_xn(t, k + 2)
+                      : l == DS_SIMD_AVX512 && f ? ds_dot_avx512_get_xn(t, k + 2) : NULL;
 #ifdef DS_HAVE_AVX512_EMU
             if (l == 3 && ds_simd_cpu_level() == DS_SIMD_AVX2) {
                 f = ds_dot_avx512emu_get(t);
                 f4 = ds_dot_avx512emu_get_x4(t);
+                for (int k = 0; k < 2; k++) fn[k] = ds_dot_avx512emu_get_xn(t, k + 2);
             }
 #endif
             if (!f) continue;
@@ -262,6 +269,16 @@ static void test_dot_type(ds_type t, int64_t n, int trials) {
             f((int)n, &s, w, act);
             CHECK(fabs(s - ref[0]) <= tol[0], "%s %s n=%lld: %.9g vs ref %.9g (|err| %.3g > tol %.3g)",
                   tr->name, lname, (long long)n, s, ref[0], fabs(s - ref[0]), tol[0]);
+            /* the 2/3-row forms: same sums as the 1-row kernel, same bound */
+            for (int k = 0; k < 2; k++) {
+                if (!fn[k]) continue;
+                g_xn_run[l]++;
+                float sn[3] = { NAN, NAN, NAN };
+                fn[k]((int)n, sn, w, act, abytes);
+                for (int r = 0; r < k + 2; r++)
+                    CHECK(fabs(sn[r] - ref[r]) <= tol[r], "%s %s x%d row %d n=%lld: %.9g vs ref %.9g (tol %.3g)",
+                          tr->name, lname, k + 2, r, (long long)n, sn[r], ref[r], tol[r]);
+            }
             if (!f4) continue;
             g_x4_run[l]++;
             float s4[4] = { NAN, NAN, NAN, NAN };
@@ -295,7 +312,7 @@ static void test_dots(void) {
 static void test_matmul_type(ds_type t, int64_t K) {
     const ds_type_traits *tr = ds_type_info(t);
     /* M = 257 gives more work items than threads: the dynamic claiming */
-    const int64_t Ms[] = { 1, 7, 33, 257 }, rows[] = { 1, 3, 7, 64 };
+    const int64_t Ms[] = { 1, 7, 33, 257 }, rows[] = { 1, 2, 3, 6, 7, 64 }; /* every remainder mod 4 */
     const int threads[] = { 1, 2, 3 };
     const size_t rb = ds_row_bytes(t, K), stride = rb + 64; /* padded rows */
     const size_t abytes = ds_act_row_bytes(t, K);
@@ -314,7 +331,7 @@ static void test_matmul_type(ds_type t, int64_t K) {
     for (int ti = 0; ti < 3; ti++) {
         ds_threadpool *tp = threads[ti] > 1 ? ds_threadpool_create(threads[ti]) : NULL;
         for (int mi = 0; mi < 4; mi++)
-            for (int ri = 0; ri < 4; ri++) {
+            for (int ri = 0; ri < 6; ri++) {
                 const int64_t M = Ms[mi], nr = rows[ri], ldy = M + 5;
                 if (M > 33 && nr > 7) continue; /* keeps the scalar reference cheap */
                 float *y = malloc(nr * ldy * sizeof(float)), *y2 = malloc(nr * ldy * sizeof(float));
@@ -364,8 +381,8 @@ int main(void) {
     for (int l = 0; l < 4; l++) {
         const char *lname = l == 3 ? "avx512-emulated" : ds_simd_name((ds_simd_level)l);
         if (g_levels_run[l])
-            printf("level %-15s: ran %d kernel checks (%d of them also 4-row)\n", lname,
-                   g_levels_run[l], g_x4_run[l]);
+            printf("level %-15s: ran %d kernel checks (%d of them also 4-row, %d 2/3-row)\n", lname,
+                   g_levels_run[l], g_x4_run[l], g_xn_run[l]);
         else if (l == 3)
             printf("level %-15s: not run (%s)\n", lname,
                    cpu == DS_SIMD_AVX512 ? "the real one ran" : "needs GCC and an AVX2 CPU");

@@ -400,6 +400,20 @@ static void dot_q5_K_x4(int n, float *s, const void *w, const void *a, size_t as
 static void dot_q6_K_x4(int n, float *s, const void *w, const void *a, size_t as) { ds_q6_K_rows512(n, s, w, a, as, 4); }
 static void dot_iq4_xs_x4(int n, float *s, const void *w, const void *a, size_t as) { ds_iq4_xs_rows512(n, s, w, a, as, 4); }
 
+/* 2- and 3-row forms (see dot_k_avx2.c) */
+static void dot_q2_K_x2(int n, float *s, const void *w, const void *a, size_t as) { ds_q2_K_rows512(n, s, w, a, as, 2); }
+static void dot_q3_K_x2(int n, float *s, const void *w, const void *a, size_t as) { ds_q3_K_rows512(n, s, w, a, as, 2); }
+static void dot_q4_K_x2(int n, float *s, const void *w, const void *a, size_t as) { ds_q45_K_rows512(n, s, w, a, as, 2, 0); }
+static void dot_q5_K_x2(int n, float *s, const void *w, const void *a, size_t as) { ds_q45_K_rows512(n, s, w, a, as, 2, 1); }
+static void dot_q6_K_x2(int n, float *s, const void *w, const void *a, size_t as) { ds_q6_K_rows512(n, s, w, a, as, 2); }
+static void dot_iq4_xs_x2(int n, float *s, const void *w, const void *a, size_t as) { ds_iq4_xs_rows512(n, s, w, a, as, 2); }
+static void dot_q2_K_x3(int n, float *s, const void *w, const void *a, size_t as) { ds_q2_K_rows512(n, s, w, a, as, 3); }
+static void dot_q3_K_x3(int n, float *s, const void *w, const void *a, size_t as) { ds_q3_K_rows512(n, s, w, a, as, 3); }
+static void dot_q4_K_x3(int n, float *s, const void *w, const void *a, size_t as) { ds_q45_K_rows512(n, s, w, a, as, 3, 0); }
+static void dot_q5_K_x3(int n, float *s, const void *w, const void *a, size_t as) { ds_q45_K_rows512(n, s, w, a, as, 3, 1); }
+static void dot_q6_K_x3(int n, float *s, const void *w, const void *a, size_t as) { ds_q6_K_rows512(n, s, w, a, as, 3); }
+static void dot_iq4_xs_x3(int n, float *s, const void *w, const void *a, size_t as) { ds_iq4_xs_rows512(n, s, w, a, as, 3); }
+
 ds_vec_dot_fn ds_dot_avx512_get(ds_type t) {
     switch (t) {
     case DS_TYPE_F32: return dot_f32;
@@ -432,6 +446,20 @@ ds_vec_dot_x4_fn ds_dot_avx512_get_x4(ds_type t) {
     case DS_TYPE_Q5_K: return dot_q5_K_x4;
     case DS_TYPE_Q6_K: return dot_q6_K_x4;
     case DS_TYPE_IQ4_XS: return dot_iq4_xs_x4;
+    default: return NULL;
+    }
+}
+
+ds_vec_dot_x4_fn ds_dot_avx512_get_xn(ds_type t, int nr) {
+    if (nr == 4) return ds_dot_avx512_get_x4(t);
+    if (nr != 2 && nr != 3) return NULL;
+    switch (t) {
+    case DS_TYPE_Q2_K: return nr == 2 ? dot_q2_K_x2 : dot_q2_K_x3;
+    case DS_TYPE_Q3_K: return nr == 2 ? dot_q3_K_x2 : dot_q3_K_x3;
+    case DS_TYPE_Q4_K: return nr == 2 ? dot_q4_K_x2 : dot_q4_K_x3;
+    case DS_TYPE_Q5_K: return nr == 2 ? dot_q5_K_x2 : dot_q5_K_x3;
+    case DS_TYPE_Q6_K: return nr == 2 ? dot_q6_K_x2 : dot_q6_K_x3;
+    case DS_TYPE_IQ4_XS: return nr == 2 ? dot_iq4_xs_x2 : dot_iq4_xs_x3;
     default: return NULL;
     }
 }

@@ -93,3 +93,12 @@ ds_vec_dot_x4_fn ds_vec_dot_x4_best(ds_type t) {
     }
     return NULL;
 }
+
+ds_vec_dot_x4_fn ds_vec_dot_xn_best(ds_type t, int nr) {
+    /* same rule as the 4-row kernel: only at the level of the best x1 one */
+    for (int l = (int)ds_simd_detect(); l >= DS_SIMD_AVX2; l--) {
+        if (!ds_vec_dot_at(t, (ds_simd_level)l)) continue;
+        return l == DS_SIMD_AVX512 ? ds_dot_avx512_get_xn(t, nr) : ds_dot_avx2_get_xn(t, nr);
+    }
+    return NULL;
+}

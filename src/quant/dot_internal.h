@@ -26,11 +26,17 @@ ds_vec_dot_fn ds_dot_avx2_get(ds_type t);
 ds_vec_dot_fn ds_dot_avx512_get(ds_type t);
 ds_vec_dot_x4_fn ds_dot_avx2_get_x4(ds_type t);
 ds_vec_dot_x4_fn ds_dot_avx512_get_x4(ds_type t);
+/* The same shape for nr = 2, 3 or 4 activation rows (s[0..nr)); nr = 4 is
+ * the 4-row kernel. NULL where that level has no such form for t. */
+ds_vec_dot_x4_fn ds_dot_avx2_get_xn(ds_type t, int nr);
+ds_vec_dot_x4_fn ds_dot_avx512_get_xn(ds_type t, int nr);
 
 /* The CPU's own level, ignoring DS_SIMD (ds_simd_detect honours it). */
 ds_simd_level ds_simd_cpu_level(void);
 /* Best 4-row kernel for t at the effective level; NULL if none. */
 ds_vec_dot_x4_fn ds_vec_dot_x4_best(ds_type t);
+/* Best nr-row kernel (nr = 2..4) at the effective level; NULL if none. */
+ds_vec_dot_x4_fn ds_vec_dot_xn_best(ds_type t, int nr);
 
 /* Activation quantizers of one level: the AVX2 ones are bit-identical to
  * the scalar ones in act_quant.c (same amax, same 127/amax, same

@@ -16,7 +16,7 @@ size_t ds_matmul_act_bytes(ds_type wt, int64_t K, int64_t n_rows) {
 
 typedef struct {
     ds_vec_dot_fn dot;      /* 1-row kernel */
-    ds_vec_dot_x4_fn dot4;  /* 4-activation-row kernel, or NULL */
+    ds_vec_dot_x4_fn dotn[5]; /* [nr] nr-activation-row kernel (nr = 2..4), or NULL */
     const uint8_t *w;       /* [M] rows of row_stride bytes */
     size_t row_stride;
     int64_t K, M;
@@ -34,8 +34,9 @@ typedef struct {
 
 /* W rows [m0, m1) against all activation rows. For several activation
  * rows the W rows are the inner loop: the chunk of W (sized to stay in L2)
- * comes from RAM once, and each group of 4 activation rows stays hot in L1
- * while the chunk streams past it. */
+ * comes from RAM once, and each group of up to 4 activation rows stays hot
+ * in L1 while the chunk streams past it. A last group of 2 or 3 rows takes
+ * the 2/3-row kernel (one weight decode for all its rows) where there is one. */
 static void ds_mm_rows(const ds_mm_job *j, int64_t m0, int64_t m1) {
     const int K = (int)j->K;
     if (j->n_rows == 1) {
@@ -43,19 +44,21 @@ static void ds_mm_rows(const ds_mm_job *j, int64_t m0, int64_t m1) {
         return;
     }
     int64_t r = 0;
-    if (j->dot4) {
-        for (; r + 4 <= j->n_rows; r += 4) {
-            const uint8_t *a = j->act + r * j->act_stride;
-            for (int64_t m = m0; m < m1; m++) {
-                float s[4];
-                j->dot4(K, s, j->w + m * j->row_stride, a, j->act_stride);
-                for (int i = 0; i < 4; i++) j->y[(r + i) * j->ldy + m] = s[i];
-            }
-        }
-    }
-    for (; r < j->n_rows; r++) {
+    while (r < j->n_rows) {
+        const int nr = j->n_rows - r >= 4 ? 4 : (int)(j->n_rows - r);
+        const ds_vec_dot_x4_fn f = j->dotn[nr];
         const uint8_t *a = j->act + r * j->act_stride;
-        for (int64_t m = m0; m < m1; m++) j->dot(K, &j->y[r * j->ldy + m], j->w + m * j->row_stride, a);
+        if (nr == 1 || !f) {
+            for (int64_t m = m0; m < m1; m++) j->dot(K, &j->y[r * j->ldy + m], j->w + m * j->row_stride, a);
+            r++;
+            continue;
+        }
+        for (int64_t m = m0; m < m1; m++) {
+            float s[4];
+            f(K, s, j->w + m * j->row_stride, a, j->act_stride);
+            for (int i = 0; i < nr; i++) j->y[(r + i) * j->ldy + m] = s[i];
+        }
+        r += nr;
     }
 }
 
@@ -93,12 +96,12 @@ void ds_matmul_preq(ds_threadpool *tp, ds_type wt, const void *w, size_t row_str
     const int nth = ds_threadpool_size(tp);
     ds_mm_job job = {
         .dot = ds_vec_dot_best(wt),
-        .dot4 = n_rows >= 4 ? ds_vec_dot_x4_best(wt) : NULL,
         .w = w, .row_stride = row_stride, .K = K, .M = M,
         .act = act, .act_stride = ds_act_row_bytes(wt, K), .n_rows = n_rows,
         .y = y, .ldy = ldy,
     };
     DS_ASSERT(job.dot);
+    for (int nr = 2; nr <= 4 && nr <= n_rows; nr++) job.dotn[nr] = ds_vec_dot_xn_best(wt, nr);
     job.chunk = ds_mm_chunk_rows(M, row_bytes, nth);
     job.n_chunks = (M + job.chunk - 1) / job.chunk;
     atomic_init(&job.next, nth);
