@@ -372,7 +372,7 @@ static void test_commands(void) {
      * pp4+tg2 at depths 0 and 8); the model flags llama.cpp users pass are accepted. */
     snprintf(args, sizeof args, "bench -m %s -p 8 -n 2 -pg 4,2 -d 0,8 -r 1 -t 2 -ngl 99 -fa 1", model);
     CHECK(run_bin(args, out) == 0, "bench md");
-    CHECK(count_lines(out, "# read bandwidth:") == 1 && count_lines(out, "| deepseek2") == 6, "bench md rows");
+    CHECK(count_lines(out, "# host read bandwidth:") == 1 && count_lines(out, "| deepseek2") == 6, "bench md rows");
     /* sweep as csv: depths 0, 16, 32, 48 of a 64-token context */
     snprintf(args, sizeof args, "bench -m %s --sweep -c 64 -ub 16 -t 2 -o csv", model);
     CHECK(run_bin(args, out) == 0 && count_lines(out, "pp,tg,n_kv,") == 1 && count_lines(out, "16,4,") == 4,

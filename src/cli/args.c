@@ -194,6 +194,17 @@ ds_status ds_cli_place(const ds_cli_model_opts *o, ds_model *m, int n_gpus) {
     }
     ds_error err = { 0 };
     ds_placement_spec s = effective_spec(o);
+    /* as llama.cpp: -ngl without a GPU is ignored, said once (--device cuda is not) */
+    if (n_gpus == 0 && s.n_gpu_layers > 0 && strcmp(o->device, "cuda")) {
+        fprintf(stderr, "dsinfer: note: -ngl %d ignored: %s\n", s.n_gpu_layers,
+#ifdef DSINFER_HAVE_CUDA
+                "no CUDA device is visible"
+#else
+                "this build has no GPU support (-DDSINFER_CUDA=ON)"
+#endif
+        );
+        s.n_gpu_layers = 0;
+    }
     ds_status st = ds_placement_apply(m, &s, n_gpus, &err);
     if (st) fprintf(stderr, "dsinfer: placement: %s\n", err.msg);
     return st;
