@@ -109,6 +109,21 @@ void ds_matmul_preq(ds_threadpool *tp, ds_type wt, const void *w, size_t row_str
     else ds_threadpool_run(tp, ds_mm_task, &job);
 }
 
+void ds_matmul_serial_preq(ds_type wt, const void *w, size_t row_stride, int64_t K, int64_t M, const void *act,
+                           int64_t n_rows, float *y, int64_t ldy) {
+    DS_ASSERT(K <= INT32_MAX);
+    if (M <= 0 || n_rows <= 0) return;
+    ds_mm_job job = {
+        .dot = ds_vec_dot_best(wt),
+        .w = w, .row_stride = row_stride, .K = K, .M = M,
+        .act = act, .act_stride = ds_act_row_bytes(wt, K), .n_rows = n_rows,
+        .y = y, .ldy = ldy,
+    };
+    DS_ASSERT(job.dot);
+    for (int nr = 2; nr <= 4 && nr <= n_rows; nr++) job.dotn[nr] = ds_vec_dot_xn_best(wt, nr);
+    ds_mm_rows(&job, 0, M);
+}
+
 typedef struct {
     ds_type wt;
     const float *x;  /* [n_rows][K] */

@@ -81,5 +81,10 @@ void ds_matmul(ds_threadpool *tp, ds_type wt, const void *w, size_t row_stride,
 void ds_matmul_preq(ds_threadpool *tp, ds_type wt, const void *w, size_t row_stride,
                     int64_t K, int64_t M, const void *act, int64_t n_rows,
                     float *y, int64_t ldy);
+/* ds_matmul_preq on the calling thread only, with the same kernels and the
+ * same grouping of activation rows (so the same bits): for callers that
+ * split a larger job over threads themselves. */
+void ds_matmul_serial_preq(ds_type wt, const void *w, size_t row_stride, int64_t K, int64_t M, const void *act,
+                           int64_t n_rows, float *y, int64_t ldy);
 
 #endif

@@ -125,6 +125,7 @@ static void cpu_free(ds_backend *be) {
         free(C->xn); free(C->cq); free(C->q); free(C->kvr); free(C->heads); free(C->ga); free(C->gb);
         free(C->logit); free(C->eo); free(C->ey); free(C->erow); free(C->ew);
         ds_aligned_free(C->act);
+        ds_aligned_free(C->mq_rows); ds_aligned_free(C->mq_g); ds_aligned_free(C->mq_u); ds_aligned_free(C->mq_d);
         ds_threadpool_free(C->tp);
         free(C);
     }
@@ -169,8 +170,35 @@ ds_status ds_backend_cpu_create(const ds_model *m, const ds_backend_params *p, d
     C->q = malloc(R * hp->n_head * hp->d_qk * sizeof(float));
     C->kvr = malloc(R * hp->d_kv_row * sizeof(float));
     C->heads = malloc(R * hp->n_head * hp->d_v * sizeof(float));
-    C->ga = malloc(R * ffw * sizeof(float));
-    C->gb = malloc(R * ffw * sizeof(float));
+    /* room for every (row, expert) pair of a small batch too */
+    C->ffn_elems = max_sz(R * ffw, (size_t)DS_MAX_ROWS_FAST * (size_t)hp->n_expert_used * (size_t)hp->n_ff_exp);
+    C->ga = malloc(C->ffn_elems * sizeof(float));
+    C->gb = malloc(C->ffn_elems * sizeof(float));
+    /* small-batch expert buffers, sized by the layers' expert types */
+    const char *fast = getenv("DSINFER_CPU_MOE_FAST");
+    C->moe_fast_off = fast && fast[0] == '0';
+    size_t rb_in = 0, rb_down = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const ds_layer *L = &m->layers[il];
+        const ds_tensor *in[] = { &L->gate_exps, &L->up_exps, &L->gate_up_exps };
+        for (int i = 0; i < 3; i++)
+            if (ds_tensor_present(in[i])) rb_in = max_sz(rb_in, ds_act_row_bytes(in[i]->type, E));
+        if (ds_tensor_present(&L->down_exps)) rb_down = max_sz(rb_down, ds_act_row_bytes(L->down_exps.type, hp->n_ff_exp));
+    }
+    const size_t pairs = (size_t)DS_MAX_ROWS_FAST * (size_t)(hp->n_expert_used > 0 ? hp->n_expert_used : 1);
+    if (rb_in && rb_down) {
+        C->mq_row_bytes = 2 * rb_in;
+        C->mq_y_bytes = pairs * rb_in;
+        C->mq_d_bytes = pairs * rb_down;
+        C->mq_rows = ds_aligned_alloc(DS_MAX_ROWS_FAST * C->mq_row_bytes);
+        C->mq_g = ds_aligned_alloc(C->mq_y_bytes);
+        C->mq_u = ds_aligned_alloc(C->mq_y_bytes);
+        C->mq_d = ds_aligned_alloc(C->mq_d_bytes);
+        if (!C->mq_rows || !C->mq_g || !C->mq_u || !C->mq_d) { /* the path stays off */
+            ds_aligned_free(C->mq_rows); ds_aligned_free(C->mq_g); ds_aligned_free(C->mq_u); ds_aligned_free(C->mq_d);
+            C->mq_rows = C->mq_g = C->mq_u = C->mq_d = NULL;
+        }
+    }
     C->logit = malloc(R * max_sz(1, (size_t)hp->n_expert) * sizeof(float));
     C->eo = malloc(R * E * sizeof(float));
     C->ey = malloc(R * E * sizeof(float));

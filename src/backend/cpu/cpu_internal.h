@@ -5,6 +5,10 @@
 #include "../backend.h"
 #include "cpu_vec.h"
 
+/* Batches of up to this many rows take the small-batch routed-expert path
+ * (cpu_moe.c). */
+#define DS_MAX_ROWS_FAST 8
+
 /* Per-thread scratch for work split by heads. */
 typedef struct cpu_thread_scratch {
     float *qn;      /* [max_rows][d_nope] gathered q_nope of one head */
@@ -33,6 +37,12 @@ typedef struct cpu_impl {
     float *ew;      /* [max_rows] weight of each gathered row */
     void *act;      /* quantized activations, largest of all matmuls */
     size_t act_bytes;
+    size_t ffn_elems; /* floats in ga and gb each */
+    /* small-batch routed experts: quantized input rows (2 types per row), per
+     * pair copies for gate/up, quantized GLU outputs for down (NULL: path off) */
+    uint8_t *mq_rows, *mq_g, *mq_u, *mq_d;
+    size_t mq_row_bytes, mq_y_bytes, mq_d_bytes; /* per row of mq_rows; of mq_g/mq_u; of mq_d */
+    bool moe_fast_off; /* DSINFER_CPU_MOE_FAST=0 (tests compare both paths) */
     cpu_thread_scratch *ts; /* [n_threads] */
 } cpu_impl;
 
