@@ -12,7 +12,7 @@ OUTDIR=${OUT:-$ROOT}
 LOG=$OUTDIR/gpu-check.log
 exec > >(tee -a "$LOG") 2>&1
 BUILD=${BUILD:-/tmp/build-gpu}
-STAGES=${STAGES:-"env deps build test cpu elf bench fullwidth profile serve memcheck"}
+STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile serve memcheck"}
 JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
 mkdir -p "$DS_TEST_TMP"
@@ -70,6 +70,14 @@ if has bench; then
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   ls -l /tmp/ds10.gguf && echo "synth: $(( $(date +%s) - t0 )) s"
   timeout 240 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 512 128 3
+  echo "-- dsinfer bench --device cuda (GPU bandwidth probe and roofline in the same run)"
+  timeout 240 "$BUILD/dsinfer" bench -m /tmp/ds10.gguf --device cuda -p 512 -n 128 -r 3 2>&1 | grep -v "^.cuda: loading"
+fi
+if has hybrid; then
+  stage "hybrid: ds10 with the routed experts on the CPU (-t $JOBS), hot experts, streamed prefill"
+  "$BUILD/dsinfer" bench -m /tmp/ds10.gguf -ngl 99 --cpu-moe -t "$JOBS" -p 512 -n 64 -r 3 --verbose 2>&1 | grep -v "^.cuda: loading"
+  "$BUILD/dsinfer" bench -m /tmp/ds10.gguf -ngl 99 --cpu-moe --gpu-experts 128 -t "$JOBS" -p 0 -n 128 -r 3 --verbose 2>&1 |
+    grep -E "^\| deep|cuda hybrid|cuda: hot"
 fi
 
 if has fullwidth; then
