@@ -395,8 +395,9 @@ void ds_plan_print(const ds_plan *p, FILE *f) {
     }
     if (p->experts_cpu_layers)
         fprintf(f, "  routed experts of %d MoE layer%s run on the CPU, the rest of those layers on the GPU;\n"
-                   "  prefill micro-batches of 32+ rows stream the used experts to the GPU instead (scratch includes\n"
-                   "  the largest layer's experts; DSINFER_STREAM_ROWS=0 keeps them on the CPU)\n",
+                   "  prefill micro-batches of 32+ rows compute them on the CPU or stream the used experts to the\n"
+                   "  GPU, whichever measures cheaper (scratch includes the largest layer's experts;\n"
+                   "  DSINFER_STREAM_ROWS=0 keeps them on the CPU)\n",
                 p->experts_cpu_layers, p->experts_cpu_layers == 1 ? "" : "s");
 }
 

@@ -15,6 +15,7 @@
 #include "../../quant/iq_tables.h"
 #include "../cuda_scratch.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +96,12 @@ typedef struct cu_impl {
     uint8_t *stage;
     size_t stage_bytes;
     int stream_rows;           /* 0 = never */
+    /* measured cost of the two ways for batches of stream_rows or more rows:
+     * CPU ms per row, streamed ms per byte of used experts (EMAs); each is
+     * tried once, then the cheaper prediction wins per micro-batch */
+    double cpu_ms_row, stream_ms_byte;
+    bool have_cpu_cost, have_stream_cost;
+    long n_big_cpu;
     /* host -> device copies of mmap'd weights (stage, hot cache): threads copy
      * chunks into two pinned buffers while the DMA engine sends the other */
     uint8_t *pin[2];
@@ -718,6 +725,12 @@ static int host_moe(cu_impl *C, int il, int n) {
     C->t_wait_ms += (t1 - t0) * 1e3;
     C->t_host_ms += (t2 - t1) * 1e3;
     C->n_host_calls++;
+    if (C->stage && n >= C->stream_rows) {
+        const double x = (t2 - t1) * 1e3 / n;
+        C->cpu_ms_row = C->have_cpu_cost ? 0.7 * C->cpu_ms_row + 0.3 * x : x;
+        C->have_cpu_cost = true;
+        C->n_big_cpu++;
+    }
     if (C->prof) C->prof_ms[P_MOE] += (t2 - t1) * 1e3;
     if (st) {
         fprintf(stderr, "cuda backend: the host's routed experts of layer %d failed (%s)\n", il, ds_status_name(st));
@@ -801,12 +814,13 @@ static int stream_moe(cu_impl *C, int il, int n) {
                                 H->gate_up_exps.data ? NULL : &H->up_exps, &H->down_exps };
     cu_w *dst[3] = { H->gate_up_exps.data ? &L->gate_up_exps : &L->gate_exps, H->gate_up_exps.data ? NULL : &L->up_exps,
                      &L->down_exps };
-    size_t off = 0;
+    size_t off = 0, sent = 0;
     const double t0 = ds_time_s();
     for (int i = 0; i < 3; i++) {
         if (!src[i]) continue;
         *dst[i] = staged(C, src[i], &off);
         const size_t slice = expert_slice(src[i]);
+        for (int e = 0; e < NE; e++) sent += used[e] ? slice : 0;
         for (int e = 0; e < NE; e++) /* runs of used experts go up in one copy */
             if (used[e]) {
                 int e1 = e;
@@ -820,12 +834,36 @@ static int stream_moe(cu_impl *C, int il, int n) {
     rc = PROF(C, P_MOE, dev_moe_grouped(C, il, n, C->y, C->h_ids, C->rw, C->f));
     for (int i = 0; i < 3; i++) /* the layer holds no device copy of its experts */
         if (dst[i]) memset(dst[i], 0, sizeof *dst[i]);
-    if (C->hstats) { /* the copies are what this path waits on */
-        DS_CU_TRY(cudaStreamSynchronize(C->s));
-        C->t_stream_ms += (ds_time_s() - t0) * 1e3;
-        C->n_stream_calls++;
+    if (rc) return rc;
+    /* its cost, for choosing between this and the CPU (the next layer waits on it anyway) */
+    DS_CU_TRY(cudaStreamSynchronize(C->s));
+    const double ms = (ds_time_s() - t0) * 1e3;
+    C->t_stream_ms += ms;
+    C->n_stream_calls++;
+    if (sent) {
+        const double x = ms / (double)sent;
+        C->stream_ms_byte = C->have_stream_cost ? 0.7 * C->stream_ms_byte + 0.3 * x : x;
+        C->have_stream_cost = true;
     }
-    return rc;
+    return 0;
+}
+
+/* For a micro-batch of n rows with the layer's experts on the host: stream
+ * them to the GPU, or compute them on the CPU? Below stream_rows, the CPU.
+ * Above, each way is tried once, then the cheaper by measured cost: CPU
+ * time grows with the rows, streaming with the bytes of the experts the
+ * batch uses (NE·(1 − (1 − k/NE)^n) of them on average). */
+static bool stream_cheaper(cu_impl *C, int il, int n) {
+    if (!C->stage || C->stream_rows <= 0 || n < C->stream_rows) return false;
+    if (!C->have_stream_cost) return true;
+    if (!C->have_cpu_cost) return false;
+    const ds_hparams *hp = &C->m->hp;
+    const double NE = hp->n_expert, used = NE * (1.0 - pow(1.0 - (double)hp->n_expert_used / NE, n));
+    const ds_layer *H = &C->m->layers[il];
+    const ds_tensor *t[3];
+    double per_expert = 0;
+    for (int i = 0, nt = expert_tensors(H, t); i < nt; i++) per_expert += (double)expert_slice(t[i]);
+    return C->stream_ms_byte * used * per_expert < C->cpu_ms_row * n;
 }
 
 /* every layer on C->h (embedded already); wanted rows gathered into C->a */
@@ -843,7 +881,7 @@ static int dev_layers(cu_impl *C, int n, int nw) {
         if (!C->m->layers[il].is_moe) {
             if ((rc = PROF(C, P_DENSE, dev_dense(C, il, n, C->y, C->f)))) return rc;
         } else if (C->host_exps[il]) {
-            const bool stream = C->stage && n >= C->stream_rows;
+            const bool stream = stream_cheaper(C, il, n);
             if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) ||
                 (rc = stream ? stream_moe(C, il, n) : host_moe(C, il, n)))
                 return rc;
@@ -960,9 +998,11 @@ static void cu_free(ds_backend *be) {
             fprintf(stderr, "cuda hybrid: hot-expert cache (%d experts per CPU layer on the GPU): %.1f%% of %ld "
                             "(row, expert) pairs served on the GPU; %ld experts copied in\n",
                     C->n_hot, 100.0 * C->hot_hits / C->hot_pairs, C->hot_pairs, C->hot_uploads);
-        if (C->hstats && C->n_stream_calls)
-            fprintf(stderr, "cuda hybrid: %ld prefill layers streamed their experts to the GPU, %.3f ms each\n",
-                    C->n_stream_calls, C->t_stream_ms / C->n_stream_calls);
+        if (C->hstats && (C->n_stream_calls || C->n_big_cpu))
+            fprintf(stderr, "cuda hybrid: prefill micro-batches of %d+ rows: %ld layer calls streamed the experts to the "
+                            "GPU (%.3f ms each, %.1f GB/s of experts), %ld computed them on the CPU (%.4f ms per row)\n",
+                    C->stream_rows, C->n_stream_calls, C->n_stream_calls ? C->t_stream_ms / C->n_stream_calls : 0,
+                    C->have_stream_cost ? 1e-6 / C->stream_ms_byte : 0, C->n_big_cpu, C->cpu_ms_row);
         for (int i = 0; i < N_GRAPHS; i++)
             if (C->graphs[i].n) cudaGraphExecDestroy(C->graphs[i].exec);
         if (C->ev_y) cudaEventDestroy(C->ev_y);
