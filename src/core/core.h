@@ -48,6 +48,13 @@ void ds_log(ds_log_level lvl, const char *fmt, ...) __attribute__((format(printf
 /* ---- time ---------------------------------------------------------------- */
 double ds_time_s(void); /* monotonic seconds */
 
+/* ---- load progress ----------------------------------------------------------- */
+/* Long loads (weights going up to a GPU) report bytes done of total; one
+ * process-wide listener (the server's /health), NULL = none. */
+typedef void (*ds_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+void ds_progress_listen(ds_progress_fn fn, void *ctx);
+void ds_progress_report(uint64_t done, uint64_t total);
+
 /* ---- allocation ---------------------------------------------------------- */
 /* 64-byte aligned allocation; returns NULL on failure (callers report OOM). */
 void *ds_aligned_alloc(size_t size);

@@ -25,3 +25,15 @@ int ds_cpu_count(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
+
+static ds_progress_fn g_progress_fn;
+static void *g_progress_ctx;
+
+void ds_progress_listen(ds_progress_fn fn, void *ctx) {
+    g_progress_ctx = ctx;
+    g_progress_fn = fn;
+}
+
+void ds_progress_report(uint64_t done, uint64_t total) {
+    if (g_progress_fn) g_progress_fn(g_progress_ctx, done, total);
+}

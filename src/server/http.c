@@ -115,8 +115,11 @@ static enum MHD_Result health(ds_server *srv, ds_req *rq) {
         pthread_mutex_lock(&srv->mu);
         memcpy(stage, srv->stage, sizeof stage);
         pthread_mutex_unlock(&srv->mu);
+        const uint64_t done = atomic_load(&srv->load_done), total = atomic_load(&srv->load_total);
         json_t *o = json_pack("{s:s,s:s,s:f}", "status", "loading", "stage", stage, "elapsed_s",
                               ds_time_s() - srv->t_start);
+        /* the fraction of the weights uploaded to the GPU, when there is an upload */
+        if (o && total) json_object_set_new(o, "progress", json_real((double)done / (double)total));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         return ds_http_send_json(srv, rq, 503, s);
@@ -459,7 +462,14 @@ ds_status ds_server_start(const ds_server_params *p, ds_server **out, ds_error *
     return DS_OK;
 }
 
+static void on_progress(void *ctx, uint64_t done, uint64_t total) {
+    ds_server *srv = ctx;
+    atomic_store(&srv->load_total, total);
+    atomic_store(&srv->load_done, done);
+}
+
 void ds_server_set_loading(ds_server *srv, const char *stage) {
+    ds_progress_listen(on_progress, srv);
     pthread_mutex_lock(&srv->mu);
     snprintf(srv->stage, sizeof srv->stage, "%s", stage);
     pthread_mutex_unlock(&srv->mu);
@@ -467,6 +477,7 @@ void ds_server_set_loading(ds_server *srv, const char *stage) {
 
 void ds_server_set_ready(ds_server *srv, const ds_model *m, const ds_tokenizer *tok, const ds_chat_template *tmpl,
                          ds_sched *sched, const char *model_path) {
+    ds_progress_listen(NULL, NULL);
     srv->m = m;
     srv->tok = tok;
     srv->tmpl = *tmpl;
@@ -500,6 +511,7 @@ void ds_server_drain(ds_server *srv) {
 
 void ds_server_stop(ds_server *srv) {
     if (!srv) return;
+    ds_progress_listen(NULL, NULL); /* stopped while loading: nothing may call into srv */
     MHD_stop_daemon(srv->d); /* joins every connection thread */
     pthread_mutex_destroy(&srv->mu);
     free(srv);

@@ -14,6 +14,7 @@ struct ds_server {
     atomic_bool ready, draining;
     pthread_mutex_t mu;       /* loading stage text */
     char stage[128];
+    _Atomic uint64_t load_done, load_total; /* bytes of the GPU upload (ds_progress_report) */
     double t_start;
     long long created;        /* unix seconds at start, for /v1/models */
     /* set once by ds_server_set_ready, read-only afterwards */

@@ -213,6 +213,7 @@ static int count_tensor(void *ctx, const ds_tensor *t, cu_w *dst) {
 /* progress on stderr while gigabytes go up (a 300 GB model takes minutes) */
 static void upload_progress(upload_ctx *u, bool done) {
     const uint64_t step = (uint64_t)1 << 30;
+    ds_progress_report(done ? u->total : u->off, u->total);
     if (u->total < 4 * step) return;
     if (!done && u->off / step == u->shown / step) return;
     u->shown = u->off;
