@@ -36,12 +36,13 @@ static int rank_of(const float *v, size_t n, int tok) {
 }
 
 /* token-by-token decode of ids under --cpu-moe, with hot experts cached on the GPU */
-static float *decode_hot(const ds_model *m, const int32_t *ids, int n, int gpu_experts) {
+static float *decode_hot(const ds_model *m, const int32_t *ids, int n, int gpu_experts, const char *profile) {
     ds_ctx_params p;
     ds_ctx_params_default(&p);
     p.device = "cuda";
     p.n_ctx = n;
     p.gpu_experts = gpu_experts;
+    p.expert_profile = profile;
     ds_ctx *c;
     ds_error err = { 0 };
     if (ds_ctx_create(m, &p, &c, &err)) {
@@ -131,8 +132,23 @@ static void check_file(const char *rel, const char *cases_rel, double bound) {
     int32_t ids[512];
     const int n = ds_test_case_tokens(ds_test_data(cases_rel), "long", ids, 512);
     place(m, 99, true, 0);
-    float *plain = n > 0 ? decode_hot(m, ids, n, 0) : NULL;
-    float *hot = n > 0 ? decode_hot(m, ids, n, m->hp.n_expert / 2) : NULL;
+    const char *prof = ds_test_tmp("hybrid_expert_profile.txt");
+    remove(prof);
+    float *plain = n > 0 ? decode_hot(m, ids, n, 0, NULL) : NULL;
+    float *hot = n > 0 ? decode_hot(m, ids, n, m->hp.n_expert / 2, prof) : NULL;
+    /* the profile was written at free; a second run starts from it (warm cache) */
+    size_t plen = 0;
+    char *ptext = ds_test_read_file(prof, &plen);
+    CHECK(ptext && !strncmp(ptext, "dsinfer expert usage v1", 23) && plen > 40, "%s: expert profile written", rel);
+    free(ptext);
+    float *warm = n > 0 ? decode_hot(m, ids, n, m->hp.n_expert / 2, prof) : NULL;
+    if (warm && plain) {
+        const double e = ds_test_rel_l2(warm, plain, n * V);
+        printf("%-34s long  n %3d: warm-started cache vs none %.2e\n", rel, n, e);
+        CHECK(e <= bound, "%s warm cache vs host experts %.3e", rel, e);
+    }
+    CHECK(warm != NULL, "%s: warm-started run", rel);
+    free(warm);
     CHECK(plain && hot, "%s hot-expert decode ran", rel);
     if (plain && hot) {
         const double e = ds_test_rel_l2(hot, plain, n * V);

@@ -32,6 +32,9 @@ typedef struct ds_backend_params {
     /* device backends: routed experts of host-placed layers to keep on the
      * device, per layer, chosen by online usage counts (--gpu-experts) */
     int gpu_experts;
+    /* with gpu_experts: usage counts read at create (if the file exists) and
+     * written at free, so a restart begins with a warm cache; NULL = none */
+    const char *expert_profile;
 } ds_backend_params;
 
 struct ds_backend {

@@ -158,6 +158,9 @@ int ds_cli_model_opt(ds_cli_model_opts *o, int argc, char **argv, int *i) {
     } else if (is(a, "--gpu-experts", NULL)) {
         if (!(v = ds_cli_value(argc, argv, i)) || !ds_cli_int(a, v, 0, DS_MAX_EXPERTS, &n)) return -1;
         o->gpu_experts = (int)n;
+    } else if (is(a, "--expert-profile", NULL)) {
+        if (!(v = ds_cli_value(argc, argv, i))) return -1;
+        o->expert_profile = v;
     } else if (is(a, "--mlock", NULL)) {
         o->mlock = true;
     } else if (is(a, "--no-mmap", NULL)) {
@@ -268,6 +271,7 @@ ds_status ds_cli_load(const ds_cli_model_opts *o, ds_model **m, ds_ctx **c, int 
     cp.n_ubatch = o->n_ubatch < o->n_batch ? o->n_ubatch : o->n_batch;
     cp.kv_type = o->kv_type;
     cp.gpu_experts = o->gpu_experts;
+    cp.expert_profile = o->expert_profile;
     if ((st = ds_ctx_create(*m, &cp, c, &err))) {
         fprintf(stderr, "dsinfer: cannot create the context: %s\n", err.msg);
         goto fail;

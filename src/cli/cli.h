@@ -22,6 +22,7 @@ typedef struct ds_cli_model_opts {
     ds_placement_spec place;        /* -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts */
     bool mlock;                     /* --mlock: lock host-resident weights in RAM */
     int gpu_experts;                /* --gpu-experts N: hot experts of CPU layers kept on the GPU */
+    const char *expert_profile;     /* --expert-profile FILE: their usage counts, loaded and saved */
     bool quiet_plan;                /* do not print the placement plan at load */
 } ds_cli_model_opts;
 
@@ -59,6 +60,7 @@ int ds_cmd_logits(int argc, char **argv);
 int ds_cmd_tokenize(int argc, char **argv);
 int ds_cmd_run(int argc, char **argv);
 int ds_cmd_info(int argc, char **argv);
+int ds_cmd_plan(int argc, char **argv);
 int ds_cmd_synth(int argc, char **argv);
 int ds_cmd_bench(int argc, char **argv);
 int ds_cmd_serve(int argc, char **argv);

@@ -352,6 +352,7 @@ int ds_cmd_bench(int argc, char **argv) {
     cp.n_ubatch = ub;
     cp.kv_type = o.kv_type;
     cp.gpu_experts = o.gpu_experts;
+    cp.expert_profile = o.expert_profile;
     ds_ctx *c;
     if ((lst = ds_ctx_create(m, &cp, &c, &err))) {
         fprintf(stderr, "dsinfer bench: cannot create the context: %s\n", err.msg);

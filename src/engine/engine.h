@@ -24,6 +24,7 @@ typedef struct ds_ctx_params {
     ds_type kv_type;      /* F16 (default), BF16 or F32 */
     int kv_block;         /* tokens per KV block (0 = 64) */
     int gpu_experts;      /* hot routed experts of each CPU-placed layer kept on the GPU */
+    const char *expert_profile; /* usage counts for that cache, loaded and saved (NULL = none) */
 } ds_ctx_params;
 
 void ds_ctx_params_default(ds_ctx_params *p);

@@ -60,6 +60,7 @@ static ds_status create_backends(ds_ctx *c, ds_backend_params *bp, ds_error *err
     gp.placed = true;
     gp.host = c->host;
     gp.gpu_experts = c->p.gpu_experts;
+    gp.expert_profile = c->p.expert_profile;
     if ((st = ds_backend_create(gpu, m, &gp, &c->be, err))) return st;
     c->mixed = !(hook && c->be->forward);
     return DS_OK;

@@ -119,6 +119,7 @@ typedef struct cu_impl {
     int32_t *h_gids;           /* pinned [R][k]: ids remapped to slots for the GPU part */
     long hot_hits, hot_pairs;  /* (row, expert) pairs served from the cache, of all */
     long hot_uploads;          /* experts copied into the cache */
+    const char *profile;       /* usage counts file (--expert-profile) */
     /* hybrid timing (DSINFER_HYBRID_STATS=1 prints it at free) */
     bool hstats;
     double t_host_ms, t_wait_ms, t_stream_ms;
@@ -977,6 +978,8 @@ static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *ro
 
 /* ---- create / free ---------------------------------------------------------------------- */
 
+static void profile_save(cu_impl *C);
+
 static void cu_free(ds_backend *be) {
     if (!be) return;
     cu_impl *C = be->impl;
@@ -1015,6 +1018,7 @@ static void cu_free(ds_backend *be) {
         void *pinned[] = { C->h_embd, C->h_y, C->h_w, C->h_xo, C->h_eids };
         for (size_t i = 0; i < sizeof pinned / sizeof *pinned; i++)
             if (pinned[i]) cudaFreeHost(pinned[i]);
+        if (C->profile && C->hot_count && C->hot_pairs) profile_save(C);
         free(C->host_exps);
         for (int il = 0; C->hot_w && il < C->m->hp.n_layer; il++)
             if (C->hot_w[il]) cudaFree(C->hot_w[il]);
@@ -1035,8 +1039,53 @@ static void cu_free(ds_backend *be) {
     free(be);
 }
 
+/* The usage-profile file: a header line, then "layer expert count" lines
+ * for the nonzero counts. Text, so a person can read and edit it. */
+#define PROFILE_MAGIC "dsinfer expert usage v1"
+
+static void profile_load(cu_impl *C) {
+    FILE *f = fopen(C->profile, "r");
+    if (!f) return; /* first run: the file appears at exit */
+    const ds_hparams *hp = &C->m->hp;
+    char head[64];
+    int nl = 0, ne = 0, il, e, n = 0;
+    float c;
+    if (!fgets(head, sizeof head, f) || strncmp(head, PROFILE_MAGIC, strlen(PROFILE_MAGIC)) ||
+        fscanf(f, "%d %d", &nl, &ne) != 2 || nl != hp->n_layer || ne != hp->n_expert) {
+        fprintf(stderr, "cuda: expert profile '%s' is not for this model (layers/experts differ): ignored\n", C->profile);
+        fclose(f);
+        return;
+    }
+    while (fscanf(f, "%d %d %f", &il, &e, &c) == 3)
+        if (il >= 0 && il < nl && e >= 0 && e < ne && c >= 0 && c < 1e30f) {
+            C->hot_count[(size_t)il * ne + e] = c;
+            n++;
+        }
+    fclose(f);
+    fprintf(stderr, "cuda: expert profile '%s': %d usage counts loaded\n", C->profile, n);
+}
+
+static void profile_save(cu_impl *C) {
+    const ds_hparams *hp = &C->m->hp;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", C->profile);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "cuda: cannot write the expert profile '%s'\n", tmp);
+        return;
+    }
+    fprintf(f, "%s\n%d %d\n", PROFILE_MAGIC, hp->n_layer, hp->n_expert);
+    for (int il = 0; il < hp->n_layer; il++)
+        for (int e = 0; e < hp->n_expert; e++) {
+            const float c = C->hot_count[(size_t)il * hp->n_expert + e];
+            if (c > 0) fprintf(f, "%d %d %.3f\n", il, e, c);
+        }
+    /* written whole, then renamed: a crash never leaves half a profile */
+    if (fclose(f) || rename(tmp, C->profile)) fprintf(stderr, "cuda: cannot write the expert profile '%s'\n", C->profile);
+}
+
 /* the hot-expert cache: n experts of each host-expert layer, slots empty
- * until the first refresh */
+ * until the first refresh (or filled from the profile) */
 static ds_status hot_init(cu_impl *C, int n, ds_error *err) {
     const ds_hparams *hp = &C->m->hp;
     if (n <= 0 || !C->any_host_exps) return DS_OK;
@@ -1063,6 +1112,14 @@ static ds_status hot_init(cu_impl *C, int n, ds_error *err) {
         total += b;
     }
     fprintf(stderr, "cuda: hot-expert cache: %d experts of each CPU layer, %.2f GiB\n", C->n_hot, total / 1073741824.0);
+    if (C->profile) {
+        profile_load(C);
+        for (int il = 0; il < hp->n_layer; il++) /* warm start: fill from the loaded counts */
+            if (C->hot_w[il] && hot_refresh(C, il))
+                return ds_error_set(err, DS_ERR_IO, "device 'cuda': filling the hot-expert cache failed");
+        if (cudaStreamSynchronize(C->s) != cudaSuccess)
+            return ds_error_set(err, DS_ERR_IO, "device 'cuda': filling the hot-expert cache failed");
+    }
     return DS_OK;
 }
 
@@ -1186,6 +1243,7 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
             goto fail;
         }
     }
+    C->profile = p->expert_profile;
     if ((st = hot_init(C, p->gpu_experts, err))) goto fail;
     if (C->stage_bytes && cudaMalloc((void **)&C->stage, C->stage_bytes) != cudaSuccess) {
         st = ds_error_set(err, DS_ERR_OOM, "device 'cuda': cannot allocate %.2f GiB to stream prefill experts "
