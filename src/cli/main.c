@@ -11,6 +11,7 @@ static const subcommand g_cmds[] = {
     { "logits", ds_cmd_logits, "all-position logits of one prefill as float32" },
     { "tokenize", ds_cmd_tokenize, "text to token ids" },
     { "info", ds_cmd_info, "GGUF metadata, tensors, memory and bytes per decode step" },
+    { "plan", ds_cmd_plan, "choose a placement for given GPU/host memory and predict tok/s" },
     { "synth", ds_cmd_synth, "write a DeepSeek-shaped GGUF with random valid weights" },
     { "bench", ds_cmd_bench, "prompt/generation speed table (llama-bench)" },
     { "serve", ds_cmd_serve, "OpenAI-compatible HTTP server (llama-server)" },
