@@ -11,15 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void place(ds_model *m, int ngl, bool cpu_moe, int n_cpu_moe) {
+static void place_ts(ds_model *m, int ngl, bool cpu_moe, int n_cpu_moe, const char *ts) {
     ds_placement_spec s;
     ds_placement_spec_init(&s);
     s.n_gpu_layers = ngl;
     ds_error err = { 0 };
     if (cpu_moe) ds_placement_add_cpu_moe(&s, &err);
     if (n_cpu_moe) ds_placement_add_n_cpu_moe(&s, n_cpu_moe, &err);
-    CHECK(ds_placement_apply(m, &s, 1, &err) == DS_OK, "place: %s", err.msg);
+    if (ts) ds_placement_parse_split(&s, ts, &err);
+    CHECK(ds_placement_apply(m, &s, ts ? 2 : 1, &err) == DS_OK, "place: %s", err.msg);
 }
+
+static void place(ds_model *m, int ngl, bool cpu_moe, int n_cpu_moe) { place_ts(m, ngl, cpu_moe, n_cpu_moe, NULL); }
 
 static int argmax(const float *v, size_t n) {
     size_t b = 0;
@@ -99,6 +102,19 @@ static void check_file(const char *rel, const char *cases_rel, double bound) {
         place(m, 2, false, 0);
         float *layers = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 0, ids, n, NULL, route, NULL);
         unsetenv("DSINFER_CUDA_FORWARD");
+        /* two GPUs (-ts 1,1, experts of the first MoE layers on the CPU): both
+         * logical GPUs on this card when there is only one */
+        if (ds_cuda_device_count() < 2) setenv("DSINFER_CUDA_DEVICE_MAP", "0,0", 1);
+        place_ts(m, 99, false, 2, "1,1");
+        float *two = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 0, ids, n, NULL, route, NULL);
+        unsetenv("DSINFER_CUDA_DEVICE_MAP");
+        CHECK(two != NULL, "%s two GPUs ran", rel);
+        if (two && cpu) {
+            const double e2 = ds_test_rel_l2(two, cpu, n * V);
+            printf("%-34s %-5s n %3d: -ts 1,1 --n-cpu-moe 2 pinned vs cpu %.2e\n", rel, cases[ci], n, e2);
+            CHECK(e2 <= bound, "%s %s two GPUs vs cpu %.3e", rel, cases[ci], e2);
+        }
+        free(two);
         place(m, 99, false, 2);
         float *ncm = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 0, ids, n, NULL, NULL, NULL);
         CHECK(cpu && gpu && hook && hook_dec && hook_ub && blocks && layers && ncm, "%s %s ran", rel, cases[ci]);

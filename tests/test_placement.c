@@ -189,20 +189,32 @@ static void test_dispatch(void) {
     /* cpu quantizes activations to 8 bits, ref does not: they differ by ~2.5e-2 (test_model_kq) */
     const double base = cpu && ref ? ds_test_rel_l2(cpu, ref, n * V) : 1;
     CHECK(base < 5e-2 && base > 1e-3, "cpu vs ref %.3g (the difference that shows which backend ran)", base);
-    const struct { int ngl, cpu_moe; const char *what; } cases[] = {
-        { 99, 1, "--cpu-moe: experts on cpu, the rest on 'gpu'" },
-        { 2, 0, "-ngl 2: a layer split" },
-        { 99, 0, "all on 'gpu'" },
+    const struct { int ngl, cpu_moe, two; const char *what; } cases[] = {
+        { 99, 1, 0, "--cpu-moe: experts on cpu, the rest on 'gpu'" },
+        { 2, 0, 0, "-ngl 2: a layer split" },
+        { 99, 0, 0, "all on 'gpu'" },
+        { 99, 0, 1, "-ts 1,1: layers over two 'gpus'" },
+        { 3, 1, 1, "-ngl 3 -ts 1,1 --cpu-moe" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        CHECK(apply(m, cases[i].ngl, NULL, 0, cases[i].cpu_moe ? 0 : -1, 0, 1, &err) == DS_OK, "%s", cases[i].what);
+        ds_placement_spec s;
+        ds_placement_spec_init(&s);
+        s.n_gpu_layers = cases[i].ngl;
+        if (cases[i].cpu_moe) ds_placement_add_cpu_moe(&s, &err);
+        if (cases[i].two) ds_placement_parse_split(&s, "1,1", &err);
+        CHECK(ds_placement_apply(m, &s, 2, &err) == DS_OK, "%s: %s", cases[i].what, err.msg);
+        const int first_gpu = m->hp.n_layer - cases[i].ngl > 0 ? m->hp.n_layer - cases[i].ngl : 0;
+        if (cases[i].two)
+            CHECK(ds_block_device(m, DS_BLK_ATTN, m->hp.n_layer - 1) == DS_DEV_CUDA(1) &&
+                      ds_block_device(m, DS_BLK_ATTN, first_gpu) == DS_DEV_CUDA(0),
+                  "%s: the first GPU layer on CUDA0, the last on CUDA1", cases[i].what);
         float *mix = ds_test_prefill(m, "cuda/ref", DS_TYPE_F32, 7, 2, ids, n, NULL, route, NULL);
         CHECK(mix != NULL, "%s ran", cases[i].what);
         if (mix && cpu && ref) {
             const double dc = ds_test_rel_l2(mix, cpu, n * V), dr = ds_test_rel_l2(mix, ref, n * V);
             printf("%-48s vs cpu %.3g, vs ref %.3g\n", cases[i].what, dc, dr);
             CHECK(dc < 5e-2 && dr < 5e-2, "%s: within the cpu/ref bound", cases[i].what);
-            if (cases[i].ngl == 99 && !cases[i].cpu_moe) CHECK(dr < 1e-6, "all on 'gpu' is ref (%.3g)", dr);
+            if (cases[i].ngl == 99 && !cases[i].cpu_moe) CHECK(dr < 1e-6, "%s is ref (%.3g)", cases[i].what, dr);
             else CHECK(dc > 1e-4 && dr > 1e-4, "%s: both backends ran blocks", cases[i].what);
         }
         free(mix);

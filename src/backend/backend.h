@@ -26,6 +26,7 @@ typedef struct ds_backend_params {
     /* device backends: true = hold only the weights placed on this device
      * (ds_tensor.device, see model/placement.h); false = hold every weight */
     bool placed;
+    int gpu;           /* device backends: which GPU (CUDA<gpu> of the placement) */
     /* device backends: the host backend that computes the blocks placed on
      * the CPU inside the forward hook (routed experts); NULL = none */
     ds_backend *host;

@@ -12,6 +12,7 @@ struct ds_ctx {
     ds_ctx_params p;
     ds_backend *be;       /* the main backend: runs every block unless mixed */
     ds_backend *host;     /* with a GPU placement: the CPU backend for host-placed blocks */
+    ds_backend *gpus[DS_MAX_DEVICES - 1]; /* with a GPU placement: the backend of each GPU used (be is the first) */
     bool mixed;           /* blocks dispatched one by one to be or host by placement */
     ds_kv *kv;
     /* scratch, [n_ubatch][...] */
@@ -46,22 +47,29 @@ static ds_status create_backends(ds_ctx *c, ds_backend_params *bp, ds_error *err
     const ds_model *m = c->m;
     const char *dev = c->p.device ? c->p.device : "cpu";
     if (strcmp(dev, "cuda") || !ds_placement_uses_gpu(m)) return ds_backend_create(dev, m, bp, &c->be, err);
+    bool used[DS_MAX_DEVICES] = { false };
+    int top = 0;
     for (int il = -1; il < m->hp.n_layer; il++)
-        for (int k = 0; k < DS_BLK_COUNT; k++)
-            if (ds_block_device(m, (ds_block_kind)k, il) > DS_DEV_CUDA(0))
-                return ds_error_set(err, DS_ERR_UNSUPPORTED,
-                                    "the placement uses a second GPU (layer %d); running on several GPUs is not "
-                                    "implemented yet: place everything on CUDA0 and CPU", il);
+        for (int k = 0; k < DS_BLK_COUNT; k++) {
+            const int d = ds_block_device(m, (ds_block_kind)k, il);
+            if (d > 0 && d < DS_MAX_DEVICES) used[d] = true, top = d > top ? d : top;
+        }
     ds_status st = ds_backend_create("cpu", m, bp, &c->host, err);
     if (st) return st;
     const char *gpu = c->p.gpu_backend ? c->p.gpu_backend : "cuda";
-    const bool hook = ds_placement_gpu_with_cpu_experts(m);
-    ds_backend_params gp = *bp;
-    gp.placed = true;
-    gp.host = c->host;
-    gp.gpu_experts = c->p.gpu_experts;
-    gp.expert_profile = c->p.expert_profile;
-    if ((st = ds_backend_create(gpu, m, &gp, &c->be, err))) return st;
+    /* the forward hook: one GPU holding everything but some routed experts */
+    const bool hook = top == DS_DEV_CUDA(0) && ds_placement_gpu_with_cpu_experts(m);
+    for (int d = 1; d <= top; d++) {
+        if (!used[d]) continue;
+        ds_backend_params gp = *bp;
+        gp.placed = true;
+        gp.gpu = d - 1;
+        gp.host = hook ? c->host : NULL;
+        gp.gpu_experts = c->p.gpu_experts;
+        gp.expert_profile = c->p.expert_profile;
+        if ((st = ds_backend_create(gpu, m, &gp, &c->gpus[d - 1], err))) return st;
+        if (!c->be) c->be = c->gpus[d - 1];
+    }
     c->mixed = !(hook && c->be->forward);
     return DS_OK;
 }
@@ -69,7 +77,8 @@ static ds_status create_backends(ds_ctx *c, ds_backend_params *bp, ds_error *err
 /* the backend that runs block kind of layer il */
 static ds_backend *block_backend(ds_ctx *c, ds_block_kind kind, int il) {
     if (!c->mixed) return c->be;
-    return ds_block_device(c->m, kind, il) <= DS_DEV_CPU ? c->host : c->be; /* -1: absent block, host no-op */
+    const int d = ds_block_device(c->m, kind, il);
+    return d <= DS_DEV_CPU ? c->host : c->gpus[d - 1]; /* -1: absent block, host no-op */
 }
 
 ds_status ds_ctx_create(const ds_model *m, const ds_ctx_params *p, ds_ctx **out, ds_error *err) {
@@ -116,8 +125,13 @@ fail:
 
 void ds_ctx_free(ds_ctx *c) {
     if (!c) return;
-    if (c->be) c->be->free(c->be);
-    if (c->host) c->host->free(c->host); /* after be: its forward hook may call host */
+    if (c->gpus[0] || c->host) { /* placed: be is one of gpus */
+        for (int g = 0; g < DS_MAX_DEVICES - 1; g++)
+            if (c->gpus[g]) c->gpus[g]->free(c->gpus[g]);
+    } else if (c->be) {
+        c->be->free(c->be);
+    }
+    if (c->host) c->host->free(c->host); /* after the GPUs: a forward hook may call host */
     ds_kv_free(c->kv);
     free(c->h); free(c->a); free(c->y); free(c->f);
     free(c->ids); free(c->w); free(c->margin);

@@ -81,8 +81,9 @@ typedef struct cu_impl {
     cudaEvent_t ev0, ev1;
     double prof_ms[P_N];
     int prof_steps;
-    /* placement (ds_backend_params.placed): only CUDA0's weights are here */
+    /* placement (ds_backend_params.placed): only CUDA<gpu>'s weights are here */
     bool placed;
+    int gpu, phys;             /* logical GPU of the placement, physical device */
     ds_backend *host;          /* computes the routed experts placed on the CPU */
     bool *host_exps;           /* [n_layer]: this layer's routed experts are on the host */
     bool any_host_exps;
@@ -143,13 +144,45 @@ static int prof_end(cu_impl *C, int cat, int rc) {
  * prof_begin before the call, and prof_end runs after its arguments */
 #define PROF(C, cat, call) prof_end(C, cat, (prof_begin(C), (call)))
 
-int ds_cuda_device_count(void) {
+/* DSINFER_CUDA_DEVICE_MAP="0,0": logical GPU i (CUDA<i> of a placement)
+ * runs on physical device map[i]. Lets a one-GPU machine test a two-GPU
+ * layer split (both halves on one card); unset = the identity. */
+static int device_map(int *map, int cap) {
+    const char *e = getenv("DSINFER_CUDA_DEVICE_MAP");
+    if (!e || !*e) return 0;
+    int n = 0;
+    for (const char *q = e; *q && n < cap;) {
+        char *end;
+        long v = strtol(q, &end, 10);
+        if (end == q || v < 0) return 0;
+        map[n++] = (int)v;
+        q = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return 0;
+    }
+    return n;
+}
+
+static int physical_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
         (void)cudaGetLastError();
         return 0;
     }
     return n;
+}
+
+int ds_cuda_device_count(void) {
+    int map[DS_MAX_DEVICES], n = device_map(map, DS_MAX_DEVICES);
+    const int phys = physical_count();
+    if (!n) return phys;
+    for (int i = 0; i < n; i++)
+        if (map[i] >= phys) return 0;
+    return n;
+}
+
+static int physical_device(int gpu) {
+    int map[DS_MAX_DEVICES], n = device_map(map, DS_MAX_DEVICES);
+    return gpu < n ? map[gpu] : gpu;
 }
 
 /* ---- weights ------------------------------------------------------------------ */
@@ -193,7 +226,7 @@ typedef struct upload_ctx {
 
 /* a weight this backend holds: all of them, or CUDA0's when placed */
 static bool held(const cu_impl *C, const ds_tensor *t) {
-    return ds_tensor_present(t) && (!C->placed || t->device == DS_DEV_CUDA(0));
+    return ds_tensor_present(t) && (!C->placed || t->device == DS_DEV_CUDA(C->gpu));
 }
 
 static int count_tensor(void *ctx, const ds_tensor *t, cu_w *dst) {
@@ -510,6 +543,7 @@ static int to_host(cu_impl *C, void *h, const void *d, size_t bytes) {
 static ds_status cu_attn(ds_backend *be, const ds_model *m, int il, const ds_rows *rows, const float *h, float *out,
                          ds_kv *kv) {
     cu_impl *C = be->impl;
+    if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const size_t bytes = (size_t)rows->n * m->hp.n_embd * sizeof(float);
     int nw, rc;
     if ((rc = bind_kv(C, kv)) || (rc = upload_inputs(C, rows, NULL, NULL, kv, &nw)) || (rc = to_dev(C, C->h, h, bytes)) ||
@@ -520,6 +554,7 @@ static ds_status cu_attn(ds_backend *be, const ds_model *m, int il, const ds_row
 
 static ds_status cu_dense_ffn(ds_backend *be, const ds_model *m, int il, int n, const float *y, float *out) {
     cu_impl *C = be->impl;
+    if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const size_t bytes = (size_t)n * m->hp.n_embd * sizeof(float);
     int rc;
     if ((rc = to_dev(C, C->y, y, bytes)) || (rc = dev_dense(C, il, n, C->y, C->f)) || (rc = to_host(C, out, C->f, bytes)))
@@ -530,6 +565,7 @@ static ds_status cu_dense_ffn(ds_backend *be, const ds_model *m, int il, int n, 
 static ds_status cu_moe_route(ds_backend *be, const ds_model *m, int il, int n, const float *y, const int32_t *forced,
                               int32_t *ids, float *weights, float *margin) {
     cu_impl *C = be->impl;
+    if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const int k = m->hp.n_expert_used;
     int rc;
     if ((rc = to_dev(C, C->y, y, (size_t)n * m->hp.n_embd * sizeof(float)))) return cu_fail(rc, "route");
@@ -545,6 +581,7 @@ static ds_status cu_moe_route(ds_backend *be, const ds_model *m, int il, int n, 
 static ds_status cu_moe_experts(ds_backend *be, const ds_model *m, int il, int n, const float *y, const int32_t *ids,
                                 const float *weights, float *out) {
     cu_impl *C = be->impl;
+    if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const int k = m->hp.n_expert_used;
     const size_t bytes = (size_t)n * m->hp.n_embd * sizeof(float);
     int rc;
@@ -560,6 +597,7 @@ static ds_status cu_moe_experts(ds_backend *be, const ds_model *m, int il, int n
 
 static ds_status cu_shared_expert(ds_backend *be, const ds_model *m, int il, int n, const float *y, float *out) {
     cu_impl *C = be->impl;
+    if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const size_t bytes = (size_t)n * m->hp.n_embd * sizeof(float);
     int rc;
     if ((rc = to_dev(C, C->y, y, bytes)) || (rc = dev_shared(C, il, n, C->y, C->f)) || (rc = to_host(C, out, C->f, bytes)))
@@ -569,6 +607,7 @@ static ds_status cu_shared_expert(ds_backend *be, const ds_model *m, int il, int
 
 static ds_status cu_lm_head(ds_backend *be, const ds_model *m, int n, const float *h, float *logits) {
     cu_impl *C = be->impl;
+    if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const int E = m->hp.n_embd;
     const size_t V = (size_t)m->hp.n_vocab;
     int rc;
@@ -942,6 +981,7 @@ static int graph_for(cu_impl *C, int n, int nw, cudaGraphExec_t *out) {
 static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *rows, const int32_t *tokens,
                             const bool *want, ds_kv *kv, float *logits, int *n_logits) {
     cu_impl *C = be->impl;
+    if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const size_t V = (size_t)m->hp.n_vocab;
     const int n = rows->n;
     int nw = 0, rc;
@@ -984,6 +1024,7 @@ static void cu_free(ds_backend *be) {
     if (!be) return;
     cu_impl *C = be->impl;
     if (C) {
+        cudaSetDevice(C->phys);
         if (C->prof) {
             double tot = 0;
             for (int i = 0; i < P_N; i++) tot += C->prof_ms[i];
@@ -1150,7 +1191,7 @@ static int alloc_scratch(cu_impl *C, size_t *total_out, bool dry) {
 ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, ds_backend **out, ds_error *err) {
     *out = NULL;
     const ds_hparams *hp = &m->hp;
-    if (ds_cuda_device_count() < 1)
+    if (ds_cuda_device_count() < 1 + p->gpu)
         return ds_error_set(err, DS_ERR_IO, "device 'cuda': no CUDA device is visible (driver missing or no GPU)");
     ds_backend *be = calloc(1, sizeof *be);
     cu_impl *C = calloc(1, sizeof *C);
@@ -1162,6 +1203,8 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     C->max_rows = ds_cuda_scratch_rows(p->max_rows > 0 ? p->max_rows : 1);
     C->placed = p->placed;
     C->host = p->host;
+    C->gpu = p->gpu;
+    C->phys = physical_device(p->gpu);
     const char *hs = getenv("DSINFER_HYBRID_STATS");
     C->hstats = hs && hs[0] == '1';
     C->max_ctx = p->max_ctx > 0 ? p->max_ctx : hp->n_ctx_train;
@@ -1174,7 +1217,7 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     C->host_exps = calloc((size_t)hp->n_layer, sizeof *C->host_exps);
     ds_status st = DS_ERR_INTERNAL;
     if (!C->L || !C->host_exps) { st = ds_error_set(err, DS_ERR_OOM, "out of memory"); goto fail; }
-    for (int il = 0; C->placed && il < hp->n_layer; il++) {
+    for (int il = 0; C->placed && C->host && il < hp->n_layer; il++) { /* host experts: only in the forward hook */
         C->host_exps[il] = m->layers[il].is_moe && ds_block_device(m, DS_BLK_EXPERTS, il) == DS_DEV_CPU;
         C->any_host_exps |= C->host_exps[il];
     }
@@ -1182,8 +1225,8 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
         st = ds_error_set(err, DS_ERR_INVALID_ARG, "device 'cuda': routed experts are placed on the CPU but no host backend was given");
         goto fail;
     }
-    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&C->s, cudaStreamNonBlocking) != cudaSuccess) {
-        st = ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create a stream on device 0");
+    if (cudaSetDevice(C->phys) != cudaSuccess || cudaStreamCreateWithFlags(&C->s, cudaStreamNonBlocking) != cudaSuccess) {
+        st = ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create a stream on CUDA%d (device %d)", C->gpu, C->phys);
         goto fail;
     }
     if (C->prof && (cudaEventCreate(&C->ev0) != cudaSuccess || cudaEventCreate(&C->ev1) != cudaSuccess)) {
