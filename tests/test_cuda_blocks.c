@@ -119,6 +119,14 @@ static void test_gemv_all(void) {
         check_gemv(t, K2, 37, 3, 0, 23 + i);     /* odd rows, odd batch */
         check_gemv(t, K2 * 3, 129, 19, 0, 31 + i); /* crosses the 16-row pass */
         check_gemv(t, 2 * K1, 40, 4, 8, 41 + i); /* per-group x */
+        /* decode row counts (warp-row path for the K-quants and q8_0; few rows:
+         * one row per lane group): 16-byte aligned extents (q3_K/q6_K/q8_0
+         * staged), 37 rows of an odd size (q3_K/q6_K/q8_0: the fallback), per-group x */
+        check_gemv(t, 8 * K1, 42, 1, 0, 51 + i);
+        check_gemv(t, 8 * K1, 42, 2, 0, 52 + i);
+        check_gemv(t, K2, 37, 2, 0, 53 + i);
+        check_gemv(t, 2 * K1, 40, 1, 8, 57 + i);
+        check_gemv(t, 2 * K1, 40, 2, 8, 59 + i);
     }
     if (getenv("DS_CUDA_TEST_QUICK")) return; /* under compute-sanitizer: awkward sizes only */
     /* full V3 widths of the Q3_K_M mix: kv_a, q_a, q_b, attn_out, the FFN */
@@ -130,6 +138,14 @@ static void test_gemv_all(void) {
     check_gemv(DS_TYPE_Q6_K, 7168, 4096, 3, 0, 106);
     check_gemv(DS_TYPE_F32, 7168, 256, 5, 0, 107);                 /* router */
     check_gemv(DS_TYPE_Q8_0, 128, 128 * 512, 2, 512, 108);         /* k_b: q_nope -> latent per head */
+    check_gemv(DS_TYPE_Q8_0, 128, 128 * 512, 1, 512, 110);         /* k_b at decode */
+    check_gemv(DS_TYPE_Q6_K, 7168, 4096, 1, 0, 111);               /* output-like, decode */
+    check_gemv(DS_TYPE_Q3_K, 7168, 2048, 2, 0, 112);               /* expert gate, two rows */
+    /* >= 4096 rows: 4 rows per lane group (2 at two x rows), last group partial */
+    check_gemv(DS_TYPE_Q3_K, 2048, 4098, 1, 0, 113);
+    check_gemv(DS_TYPE_Q3_K, 2048, 4098, 2, 0, 114);
+    check_gemv(DS_TYPE_Q4_K, 256, 4097, 1, 0, 115);
+    check_gemv(DS_TYPE_Q8_0, 256, 4099, 5, 0, 116);
     check_gemv(DS_TYPE_Q4_0, 512, 128 * 128, 2, 128, 109);         /* v_b: latent -> v per head */
 }
 

@@ -1,8 +1,12 @@
-/* gemv.cu: the GEMV — one warp per weight row, up to 16 activation rows per
- * pass, f32 accumulate, warp-shuffle reduce. K-quants and q8_0 take the
- * coalesced strided path (dot_strided.cuh); the other types dequantize
- * 32-element chunks per lane. Also the dequantize-rows and embedding
- * kernels. Not a tensor-core GEMM: prefill makes one pass per 16 rows. */
+/* gemv.cu: the GEMV — f32 accumulate, up to 16 activation rows per pass.
+ * At one or two x rows (decode), q3_K/q4_K/q5_K/q6_K/q8_0 take the
+ * warp-row path (dot_strided.cuh: a lane group per 4 or 2 weight rows that
+ * share the x loads, 16-byte weight loads, staged through shared memory for
+ * the 2-byte aligned types; 4 warps per block, no block barrier). From 4 x
+ * rows on, and for q2_K and misaligned weights, the block-strided path
+ * (4 warps per row). The other types dequantize 32-element chunks per lane.
+ * Also the dequantize-rows and embedding kernels. Not a tensor-core GEMM:
+ * prefill makes one pass per 16 rows. */
 #include "gemv.h"
 #include "dot_strided.cuh"
 #include "cuda_check.h"
@@ -30,7 +34,92 @@ gemv_kernel(const uint8_t *__restrict__ w, int64_t K, size_t row_bytes, const fl
     }
 }
 
+#define WR_WARPS 4 /* warps per block on the warp-row path */
+
+/* each warp: 32 / LG lane groups of LG lanes, each on R consecutive rows
+ * m; y[r][m] (+)= row . x[r] */
+template <int T, int NR, int R>
+__global__ void __launch_bounds__(WR_WARPS * 32)
+gemv_wr_kernel(const uint8_t *__restrict__ w, int64_t K, size_t row_bytes, int64_t M, const float *__restrict__ x,
+               int64_t ldx, int64_t group_rows, int64_t group_stride, float *__restrict__ y, int64_t ldy, int nr,
+               int accumulate, int LG) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % LG;
+    const int64_t m0 = (((int64_t)blockIdx.x * WR_WARPS + warp) * (32 / LG) + lane / LG) * R;
+    const int nrow = M - m0 < R ? (int)(M - m0) : R;
+    float acc[R][NR];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int r = 0; r < NR; r++) acc[i][r] = 0.f;
+    __shared__ __align__(16) uint8_t stage[WR_WARPS][ds_cu_wr_stage_warp<T, R>()];
+    /* group_rows % R == 0 (checked at launch): the R rows read one x slice */
+    const int64_t goff = group_rows > 0 && nrow > 0 ? (m0 / group_rows) * group_stride : 0;
+    ds_cu_wr_partial<T, NR, R>(w + (size_t)(nrow > 0 ? m0 : 0) * row_bytes, row_bytes, nrow, K / ds_cu_wr<T>::SBE,
+                               x + goff, ldx, nr, LG, sub, acc, stage[warp]);
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int r = 0; r < NR; r++) acc[i][r] = ds_cu_group_sum(acc[i][r], LG);
+    if (sub == 0) {
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            if (i >= nrow) break;
+#pragma unroll
+            for (int r = 0; r < NR; r++) {
+                if (r >= nr) break;
+                float *dst = y + (size_t)r * ldy + m0 + i;
+                *dst = accumulate ? *dst + acc[i][r] : acc[i][r];
+            }
+        }
+    }
+}
+
+/* the warp-row path reads this weight: type, whole super-blocks, alignment
+ * (staged types: the M rows start and end 16-byte aligned) */
+template <int T> static bool wr_usable(const void *w, size_t row_bytes, int64_t K, int64_t M) {
+    if constexpr (ds_cu_wr<T>::ok) {
+        const int a = ds_cu_wr_staged<T>::on ? 16 : ds_cu_wr<T>::ALIGN;
+        return K % ds_cu_wr<T>::SBE == 0 && (uintptr_t)w % a == 0 && row_bytes % ds_cu_wr<T>::ALIGN == 0 &&
+               (size_t)M * row_bytes % a == 0;
+    } else {
+        return false;
+    }
+}
+
+/* Rows per lane group on the warp-row path: 4 share each x load (measured
+ * on attn_out: 850 -> 1350 GB/s), but a matrix of few rows then leaves SMs
+ * idle (q3_K 7168 x 2048 at 4 rows: 0.24 waves, 365 GB/s), so fewer rows
+ * for small M; 2 at most from two x rows on (registers). Depends on the
+ * matrix, not on the row count n, except for that cap: sums do not depend
+ * on R, so decode and prefill still agree bit for bit. */
+static int wr_rows(int64_t M, int64_t group_rows, int nr) {
+    int R = M >= 4096 ? 4 : M >= 1024 ? 2 : 1;
+    if (nr > 1 && R > 2) R = 2;
+    while (R > 1 && group_rows % R) R /= 2;
+    return R;
+}
+
+template <int T, int NR, int R> static void launch_wr(const ds_cu_gemv_params *p, const float *x, float *y, int nr) {
+    const int lg = ds_cu_wr_lanes(p->K / ds_cu_wr<T>::SBE, ds_cu_wr<T>::LPS);
+    const int64_t rows_per_block = (int64_t)WR_WARPS * (32 / lg) * R;
+    gemv_wr_kernel<T, NR, R><<<(unsigned)((p->M + rows_per_block - 1) / rows_per_block), WR_WARPS * 32, 0,
+                               p->stream>>>((const uint8_t *)p->w, p->K, p->row_bytes, p->M, x, p->ldx,
+                                            p->group_rows, p->group_stride, y, p->ldy, nr, p->accumulate, lg);
+}
+
 template <int T, int NR> static void launch_gemv(const ds_cu_gemv_params *p, const float *x, float *y, int nr) {
+    /* the warp-row path for every row count, so decode steps and prefill
+     * passes form each row's sum the same way (test_cuda_blocks checks) */
+    if constexpr (ds_cu_wr<T>::ok) {
+        if (wr_usable<T>(p->w, p->row_bytes, p->K, p->M)) {
+            const int R = wr_rows(p->M, p->group_rows, NR);
+            if constexpr (NR == 1) {
+                if (R == 4) return launch_wr<T, NR, 4>(p, x, y, nr);
+            }
+            if (R >= 2) return launch_wr<T, NR, 2>(p, x, y, nr);
+            return launch_wr<T, NR, 1>(p, x, y, nr);
+        }
+    }
     gemv_kernel<T, NR><<<(unsigned)p->M, DS_CU_ROW_WARPS * 32, 0, p->stream>>>(
         (const uint8_t *)p->w, p->K, p->row_bytes, x, p->ldx, p->group_rows, p->group_stride, y, p->ldy, nr,
         p->accumulate);
