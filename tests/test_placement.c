@@ -219,6 +219,16 @@ static void test_dispatch(void) {
         }
         free(mix);
     }
+    /* --no-mmap: the same bits from the copies (all host-resident here) */
+    CHECK(apply(m, 0, NULL, 0, -1, 0, 0, &err) == DS_OK, "host");
+    uint64_t copied = 0;
+    const void *before = m->layers[1].down_exps.data;
+    CHECK(ds_placement_copy_host(m, 3, &copied, &err) == DS_OK && copied > 0 && m->host_copy &&
+              m->layers[1].down_exps.data != before,
+          "copy host weights: %s", err.msg);
+    float *again = ds_test_prefill(m, "cpu", DS_TYPE_F32, 7, 2, ids, n, NULL, route, NULL);
+    CHECK(again && cpu && !memcmp(again, cpu, (size_t)n * V * sizeof *cpu), "--no-mmap copies give the same logits");
+    free(again);
     free(cpu);
     free(ref);
     free(route);

@@ -164,7 +164,7 @@ int ds_cli_model_opt(ds_cli_model_opts *o, int argc, char **argv, int *i) {
     } else if (is(a, "--mlock", NULL)) {
         o->mlock = true;
     } else if (is(a, "--no-mmap", NULL)) {
-        fprintf(stderr, "dsinfer: note: --no-mmap accepted; host-resident weights are always read from the mapping\n");
+        o->no_mmap = true;
     } else {
         return 0;
     }
@@ -231,11 +231,27 @@ static bool wants_gpu(const ds_cli_model_opts *o) {
     return false;
 }
 
+/* --no-mmap: host-resident weights out of the file mapping */
+static ds_status copy_host_weights(const ds_cli_model_opts *o, ds_model *m) {
+    ds_error err = { 0 };
+    uint64_t bytes = 0;
+    const double t0 = ds_time_s();
+    ds_status st = ds_placement_copy_host(m, o->n_threads > 0 ? o->n_threads : ds_cpu_count(), &bytes, &err);
+    if (st) fprintf(stderr, "dsinfer: %s\n", err.msg);
+    else fprintf(stderr, "dsinfer: --no-mmap: %.2f GiB of host-resident weights copied to huge-page memory in %.1f s\n",
+                 bytes / 1073741824.0, ds_time_s() - t0);
+    return st;
+}
+
 ds_status ds_cli_prepare(const ds_cli_model_opts *o, ds_model *m, const char **device) {
     *device = o->device;
-    if (!strcmp(o->device, "ref") || (!strcmp(o->device, "cpu") && !wants_gpu(o))) return DS_OK;
-    ds_status st = ds_cli_place(o, m, -1);
-    if (st) return st;
+    ds_status st;
+    if (!strcmp(o->device, "ref") || (!strcmp(o->device, "cpu") && !wants_gpu(o))) {
+        if (o->no_mmap && (st = copy_host_weights(o, m))) return st;
+        if (o->mlock && (st = lock_host_weights(m))) return st;
+        return DS_OK;
+    }
+    if ((st = ds_cli_place(o, m, -1))) return st;
     /* a placement that puts anything on a GPU runs through the cuda device */
     *device = ds_placement_uses_gpu(m) ? "cuda" : "cpu";
     if (!o->quiet_plan && ds_placement_uses_gpu(m)) {
@@ -244,6 +260,7 @@ ds_status ds_cli_prepare(const ds_cli_model_opts *o, ds_model *m, const char **d
         ds_plan_compute(m, o->n_ctx, o->kv_type == DS_TYPE_F32 ? 4 : 2, ds_cli_gpu_scratch(m, ub), &p);
         ds_plan_print(&p, stderr);
     }
+    if (o->no_mmap && (st = copy_host_weights(o, m))) return st;
     if (o->mlock && (st = lock_host_weights(m))) return st;
     return DS_OK;
 }

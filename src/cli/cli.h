@@ -21,6 +21,7 @@ typedef struct ds_cli_model_opts {
     int n_overrides;                /* --override-kv */
     ds_placement_spec place;        /* -ngl, -ot, --cpu-moe, --n-cpu-moe, -ts */
     bool mlock;                     /* --mlock: lock host-resident weights in RAM */
+    bool no_mmap;                   /* --no-mmap: copy host-resident weights to (huge-page) memory */
     int gpu_experts;                /* --gpu-experts N: hot experts of CPU layers kept on the GPU */
     const char *expert_profile;     /* --expert-profile FILE: their usage counts, loaded and saved */
     bool quiet_plan;                /* do not print the placement plan at load */

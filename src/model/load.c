@@ -4,6 +4,7 @@
 #include "model.h"
 
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -206,6 +207,7 @@ fail:
 
 void ds_model_free(ds_model *m) {
     if (!m) return;
+    if (m->host_copy) munmap(m->host_copy, m->host_copy_bytes);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);

@@ -109,6 +109,8 @@ typedef struct ds_model {
     float *rope_freq;         /* [d_rope/2] YaRN-corrected angular frequency per pair */
     void **owned;             /* model-owned buffers (derived k_b/v_b, names) */
     int n_owned, cap_owned;
+    void *host_copy;          /* --no-mmap: host-resident weights copied out of the file mapping */
+    size_t host_copy_bytes;   /* (an anonymous mapping, freed with munmap) */
 } ds_model;
 
 typedef struct ds_model_params {

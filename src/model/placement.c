@@ -425,3 +425,86 @@ ds_status ds_placement_lock_host(const ds_model *m, uint64_t *bytes, ds_error *e
     free(w);
     return st;
 }
+
+typedef struct copy_part {
+    uint8_t *dst;
+    const uint8_t *src;
+    size_t n;
+} copy_part;
+
+typedef struct copy_all {
+    copy_part *parts;
+    int n;
+} copy_all;
+
+static void copy_parts_task(void *ctx, int ith, int nth) {
+    const copy_all *c = ctx;
+    for (int i = ith; i < c->n; i += nth) memcpy(c->parts[i].dst, c->parts[i].src, c->parts[i].n);
+}
+
+ds_status ds_placement_copy_host(ds_model *m, int n_threads, uint64_t *bytes, ds_error *err) {
+    *bytes = 0;
+    if (m->host_copy) return DS_OK;
+    int n = list_weights(m, NULL);
+    weight_ref *w = malloc((size_t)n * sizeof *w);
+    copy_part *parts = NULL;
+    if (!w) return ds_error_set(err, DS_ERR_OOM, "out of memory");
+    list_weights(m, w);
+    /* a tied output shares token_embd's copy when both stay on the host */
+    const bool tied_host = m->output.data == m->token_embd.data && m->output.device == DS_DEV_CPU &&
+                           m->token_embd.device == DS_DEV_CPU;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (w[i].t->device == DS_DEV_CPU && !(tied_host && w[i].t == &m->output))
+            total += (tensor_bytes(w[i].t) + 63) & ~(size_t)63;
+    ds_status st = DS_OK;
+    const size_t huge = (size_t)2 << 20, len = (total + huge - 1) / huge * huge;
+    uint8_t *buf = len ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : NULL;
+    if (len && buf == MAP_FAILED) {
+        st = ds_error_set(err, DS_ERR_OOM, "--no-mmap: cannot allocate %.2f GiB for the host-resident weights",
+                          len / 1073741824.0);
+        goto done;
+    }
+    if (len) (void)madvise(buf, len, MADV_HUGEPAGE); /* advice only: no THP, still correct */
+    /* 64 MiB parts so the threads share the copy evenly */
+    const size_t part = (size_t)64 << 20;
+    int n_parts = 0;
+    for (int i = 0; i < n; i++)
+        if (w[i].t->device == DS_DEV_CPU) n_parts += (int)((tensor_bytes(w[i].t) + part - 1) / part);
+    parts = malloc((size_t)(n_parts ? n_parts : 1) * sizeof *parts);
+    if (!parts) {
+        st = ds_error_set(err, DS_ERR_OOM, "out of memory");
+        goto done;
+    }
+    size_t off = 0;
+    int k = 0;
+    const void *embd_old = m->token_embd.data;
+    for (int i = 0; i < n; i++) {
+        ds_tensor *t = w[i].t;
+        if (t->device != DS_DEV_CPU) continue;
+        if (tied_host && t == &m->output && t->data == embd_old) {
+            t->data = m->token_embd.data; /* tied: already copied (token_embd comes first) */
+            continue;
+        }
+        const size_t b = tensor_bytes(t);
+        for (size_t o = 0; o < b; o += part)
+            parts[k++] = (copy_part){ buf + off + o, (const uint8_t *)t->data + o, b - o < part ? b - o : part };
+        t->data = buf + off;
+        off += (b + 63) & ~(size_t)63;
+    }
+    copy_all all = { parts, k };
+    ds_threadpool *tp = n_threads > 1 ? ds_threadpool_create(n_threads) : NULL;
+    if (tp) {
+        ds_threadpool_run(tp, copy_parts_task, &all);
+        ds_threadpool_free(tp);
+    } else {
+        copy_parts_task(&all, 0, 1);
+    }
+    m->host_copy = buf;
+    m->host_copy_bytes = len;
+    *bytes = off;
+done:
+    free(parts);
+    free(w);
+    return st;
+}

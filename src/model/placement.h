@@ -77,6 +77,13 @@ ds_status ds_placement_apply(ds_model *m, const ds_placement_spec *s, int n_gpus
  * the total. The error says how to raise RLIMIT_MEMLOCK. */
 ds_status ds_placement_lock_host(const ds_model *m, uint64_t *bytes, ds_error *err);
 
+/* --no-mmap: copies every host-resident weight out of the file mapping into
+ * one anonymous allocation advised for transparent huge pages (a decode
+ * step streams gigabytes of experts: 2 MiB pages spare the TLB the misses
+ * of 4 KiB file pages) and points the tensors there; n_threads copy. *bytes
+ * gets the size. Errors: DS_ERR_OOM with the size. */
+ds_status ds_placement_copy_host(ds_model *m, int n_threads, uint64_t *bytes, ds_error *err);
+
 /* The device of a block (after ds_placement_apply); il is ignored for the
  * model-level blocks. -1 if the layer has no such block. */
 int ds_block_device(const ds_model *m, ds_block_kind kind, int il);
