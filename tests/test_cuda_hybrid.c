@@ -46,25 +46,7 @@ static float *decode_hot(const ds_model *m, const int32_t *ids, int n, int gpu_e
     p.n_ctx = n;
     p.gpu_experts = gpu_experts;
     p.expert_profile = profile;
-    ds_ctx *c;
-    ds_error err = { 0 };
-    if (ds_ctx_create(m, &p, &c, &err)) {
-        fprintf(stderr, "ctx: %s\n", err.msg);
-        return NULL;
-    }
-    const size_t V = (size_t)m->hp.n_vocab;
-    float *out = malloc((size_t)n * V * sizeof *out);
-    for (int i = 0; out && i < n; i++) {
-        int32_t seq = 0, pos = i;
-        ds_batch b = { 1, ids + i, &pos, &seq, NULL };
-        if (ds_ctx_decode(c, &b, out + i * V, &err)) {
-            fprintf(stderr, "decode: %s\n", err.msg);
-            free(out);
-            out = NULL;
-        }
-    }
-    ds_ctx_free(c);
-    return out;
+    return ds_test_decode_steps_p(m, &p, ids, n);
 }
 
 /* bound: the cpu backend quantizes activations to 8 bits for quantized

@@ -87,6 +87,19 @@ static int64_t ds_mm_chunk_rows(int64_t M, size_t row_bytes, int nth) {
     return c;
 }
 
+/* the kernels and geometry of a job (chunking is the caller's) */
+static void mm_job_init(ds_mm_job *j, ds_type wt, const void *w, size_t row_stride, int64_t K, int64_t M,
+                        const void *act, int64_t n_rows, float *y, int64_t ldy) {
+    *j = (ds_mm_job){
+        .dot = ds_vec_dot_best(wt),
+        .w = w, .row_stride = row_stride, .K = K, .M = M,
+        .act = act, .act_stride = ds_act_row_bytes(wt, K), .n_rows = n_rows,
+        .y = y, .ldy = ldy,
+    };
+    DS_ASSERT(j->dot);
+    for (int nr = 2; nr <= 4 && nr <= n_rows; nr++) j->dotn[nr] = ds_vec_dot_xn_best(wt, nr);
+}
+
 void ds_matmul_preq(ds_threadpool *tp, ds_type wt, const void *w, size_t row_stride,
                     int64_t K, int64_t M, const void *act, int64_t n_rows,
                     float *y, int64_t ldy) {
@@ -94,14 +107,8 @@ void ds_matmul_preq(ds_threadpool *tp, ds_type wt, const void *w, size_t row_str
     DS_ASSERT(row_bytes > 0 && row_stride >= row_bytes && ldy >= M && K <= INT32_MAX);
     if (M <= 0 || n_rows <= 0) return;
     const int nth = ds_threadpool_size(tp);
-    ds_mm_job job = {
-        .dot = ds_vec_dot_best(wt),
-        .w = w, .row_stride = row_stride, .K = K, .M = M,
-        .act = act, .act_stride = ds_act_row_bytes(wt, K), .n_rows = n_rows,
-        .y = y, .ldy = ldy,
-    };
-    DS_ASSERT(job.dot);
-    for (int nr = 2; nr <= 4 && nr <= n_rows; nr++) job.dotn[nr] = ds_vec_dot_xn_best(wt, nr);
+    ds_mm_job job;
+    mm_job_init(&job, wt, w, row_stride, K, M, act, n_rows, y, ldy);
     job.chunk = ds_mm_chunk_rows(M, row_bytes, nth);
     job.n_chunks = (M + job.chunk - 1) / job.chunk;
     atomic_init(&job.next, nth);
@@ -113,14 +120,8 @@ void ds_matmul_serial_preq(ds_type wt, const void *w, size_t row_stride, int64_t
                            int64_t n_rows, float *y, int64_t ldy) {
     DS_ASSERT(K <= INT32_MAX);
     if (M <= 0 || n_rows <= 0) return;
-    ds_mm_job job = {
-        .dot = ds_vec_dot_best(wt),
-        .w = w, .row_stride = row_stride, .K = K, .M = M,
-        .act = act, .act_stride = ds_act_row_bytes(wt, K), .n_rows = n_rows,
-        .y = y, .ldy = ldy,
-    };
-    DS_ASSERT(job.dot);
-    for (int nr = 2; nr <= 4 && nr <= n_rows; nr++) job.dotn[nr] = ds_vec_dot_xn_best(wt, nr);
+    ds_mm_job job;
+    mm_job_init(&job, wt, w, row_stride, K, M, act, n_rows, y, ldy);
     ds_mm_rows(&job, 0, M);
 }
 

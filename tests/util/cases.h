@@ -19,4 +19,7 @@ float *ds_test_prefill(const ds_model *m, const char *device, ds_type kv, int ub
 float *ds_test_decode_steps(const ds_model *m, const char *device, ds_type kv, int kv_block, int threads,
                             const int32_t *ids, int n);
 
+/* The same with the context's parameters as given. */
+float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n);
+
 #endif

@@ -148,9 +148,13 @@ float *ds_test_decode_steps(const ds_model *m, const char *device, ds_type kv, i
     p.n_ctx = n;
     p.n_threads = threads;
     if (kv_block > 0) p.kv_block = kv_block;
+    return ds_test_decode_steps_p(m, &p, ids, n);
+}
+
+float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n) {
     ds_ctx *c;
     ds_error err = { 0 };
-    if (ds_ctx_create(m, &p, &c, &err)) {
+    if (ds_ctx_create(m, p, &c, &err)) {
         fprintf(stderr, "ctx: %s\n", err.msg);
         return NULL;
     }
