@@ -2,8 +2,10 @@
  * device scratch and the device KV pool, builds block tables, and composes
  * the kernels of gemv/rowops/attn/router/moe into the blocks of
  * backend.h and into the whole-micro-batch forward hook (one CUDA graph per
- * decode shape). Not kernels: those live in the .cu files beside it. */
+ * decode shape). Not kernels: those live in the .cu files beside it; not
+ * the host-expert side of a hybrid placement: cuda_hybrid.c. */
 #include "cuda_backend.h"
+#include "cuda_internal.h"
 #include "attn.h"
 #include "cuda_check.h"
 #include "gemv.h"
@@ -19,130 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LM_CHUNK DS_CU_LM_CHUNK
-#define GRAPH_MAX_ROWS 16 /* micro-batches up to this size replay a captured graph */
-#define N_GRAPHS 8
-
-/* a weight on the device: rows of row_bytes, K elements each */
-typedef struct cu_w {
-    const uint8_t *d;
-    int type;
-    int64_t K, rows;
-    size_t row_bytes;
-} cu_w;
-
-typedef struct cu_layer {
-    cu_w attn_norm, q_a, q_a_norm, q_b, q, kv_a, kv_a_norm, k_b, v_b, attn_out, ffn_norm;
-    cu_w ffn_gate, ffn_up, ffn_down;
-    cu_w gate_inp, exp_bias, gate_exps, up_exps, gate_up_exps, down_exps, gate_shexp, up_shexp, down_shexp;
-} cu_layer;
-
-/* DSINFER_CUDA_PROFILE=1: time each stage with events (no graphs), print at free */
-enum { P_APROJ, P_ACORE, P_AOUT, P_NORM, P_DENSE, P_ROUTE, P_SHARED, P_MOE, P_LM, P_N };
+/* the profile stage names, in P_* order */
 static const char *const prof_names[P_N] = { "attn proj", "attn core", "attn out", "norm/add", "dense ffn",
                                              "router", "shared exp", "routed exp", "lm head" };
-
-typedef struct cu_graph {
-    int n, nw;                 /* the shape it was captured for (0 = empty slot) */
-    cudaGraphExec_t exec;
-} cu_graph;
-
-typedef struct cu_impl {
-    const ds_model *m;
-    cudaStream_t s;
-    uint8_t *wbuf;             /* all weights, one allocation */
-    size_t wbytes;
-    cu_w token_embd, output_norm, output;
-    cu_layer *L;               /* [n_layer] */
-    float *freq;               /* [d_rope/2] */
-    int max_rows;
-    int64_t max_ctx;
-    /* scratch, [max_rows][...] */
-    float *h, *a, *y, *f, *xn, *cq, *q, *kvrow, *qabs, *olat, *heads, *ffa, *ffb, *rlogit, *rw, *margin, *act, *logits;
-    int32_t *ids, *forced;
-    /* grouped MoE prefill: rows gathered per expert, [max_rows*k][...] */
-    float *moe_y, *moe_u;          /* [R*k][E] gathered inputs, then expert outputs; [R*k][F] up */
-    int32_t *moe_idx;              /* device [2][R*k]: gathered row -> batch row, slot -> gathered row */
-    int32_t *h_moe_idx, *h_ids;    /* pinned host mirrors ([2][R*k], [R*k]) */
-    /* device KV (bound lazily to the engine's ds_kv: its geometry is known only then) */
-    const ds_kv *kv;
-    void *kv_pool;
-    ds_cu_kv_view view;
-    int n_tab;
-    /* per-call inputs: one device buffer and its pinned host mirror
-     * [tokens n][pos n][row_tab n][want_idx n][tables n_tab*max_blocks] */
-    int32_t *d_in, *h_in;
-    size_t in_len;
-    float *h_logits;           /* pinned [LM_CHUNK][n_vocab] */
-    bool use_graph;
-    cu_graph graphs[N_GRAPHS];
-    int next_graph;
-    bool prof;
-    cudaEvent_t ev0, ev1;
-    double prof_ms[P_N];
-    int prof_steps;
-    /* placement (ds_backend_params.placed): only CUDA<gpu>'s weights are here */
-    bool placed;
-    int gpu, phys;             /* logical GPU of the placement, physical device */
-    ds_backend *host;          /* computes the routed experts placed on the CPU */
-    bool *host_exps;           /* [n_layer]: this layer's routed experts are on the host */
-    bool any_host_exps;
-    float *h_embd;             /* pinned [R][E]: embeddings when token_embd stays on the host */
-    float *h_y, *h_w, *h_xo;   /* pinned [R][E], [R][k], [R][E]: host experts' input, weights, output */
-    int32_t *h_eids;           /* pinned [R][k] */
-    cudaEvent_t ev_y;          /* the host experts' inputs are in pinned memory */
-    /* prefill with host experts: micro-batches of at least stream_rows rows copy
-     * the layer's used experts into stage and run them here (PCIe beats the
-     * CPU once enough rows share each expert) */
-    uint8_t *stage;
-    size_t stage_bytes;
-    int stream_rows;           /* 0 = never */
-    /* measured cost of the two ways for batches of stream_rows or more rows:
-     * CPU ms per row, streamed ms per byte of used experts (EMAs); each is
-     * tried once, then the cheaper prediction wins per micro-batch */
-    double cpu_ms_row, stream_ms_byte;
-    bool have_cpu_cost, have_stream_cost;
-    long n_big_cpu;
-    /* host -> device copies of mmap'd weights (stage, hot cache): threads copy
-     * chunks into two pinned buffers while the DMA engine sends the other */
-    uint8_t *pin[2];
-    cudaEvent_t ev_pin[2];
-    int pin_next;
-    ds_threadpool *copy_pool;
-    /* hot-expert cache (--gpu-experts): per host-expert layer, n_hot experts
-     * resident here in slots; usage counted online from the router's choice */
-    int n_hot;
-    uint8_t **hot_w;           /* [n_layer] device [n_hot][gate|up|down slices] (NULL: layer not cached) */
-    int32_t *hot_slot;         /* [n_layer][n_expert]: slot of a cached expert, -1 */
-    int32_t *hot_expert;       /* [n_layer][n_hot]: expert in a slot, -1 */
-    float *hot_count;          /* [n_layer][n_expert]: decayed usage */
-    int *hot_calls;            /* [n_layer]: calls since the last refresh */
-    int32_t *h_gids;           /* pinned [R][k]: ids remapped to slots for the GPU part */
-    long hot_hits, hot_pairs;  /* (row, expert) pairs served from the cache, of all */
-    long hot_uploads;          /* experts copied into the cache */
-    const char *profile;       /* usage counts file (--expert-profile) */
-    /* hybrid timing (DSINFER_HYBRID_STATS=1 prints it at free) */
-    bool hstats;
-    double t_host_ms, t_wait_ms, t_stream_ms;
-    long n_host_calls, n_stream_calls;
-} cu_impl;
-
-static void prof_begin(cu_impl *C) {
-    if (C->prof) cudaEventRecord(C->ev0, C->s);
-}
-/* ends stage cat and passes the stage's return code through */
-static int prof_end(cu_impl *C, int cat, int rc) {
-    if (!C->prof) return rc;
-    float ms = 0;
-    cudaEventRecord(C->ev1, C->s);
-    cudaEventSynchronize(C->ev1);
-    cudaEventElapsedTime(&ms, C->ev0, C->ev1);
-    C->prof_ms[cat] += ms;
-    return rc;
-}
-/* runs call (an int expression) as profile stage cat; the comma puts
- * prof_begin before the call, and prof_end runs after its arguments */
-#define PROF(C, cat, call) prof_end(C, cat, (prof_begin(C), (call)))
 
 /* DSINFER_CUDA_DEVICE_MAP="0,0": logical GPU i (CUDA<i> of a placement)
  * runs on physical device map[i]. Lets a one-GPU machine test a two-GPU
@@ -192,7 +73,6 @@ static uint64_t tensor_bytes(const ds_tensor *t) {
     return (uint64_t)t->row_bytes * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
 }
 
-static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
 /* visits every tensor the forward pass reads: fn(ctx, host tensor, its device slot) */
 typedef int (*tensor_fn)(void *ctx, const ds_tensor *t, cu_w *dst);
@@ -425,7 +305,7 @@ static int dev_dense(cu_impl *C, int il, int n, const float *y, float *out) {
     return dev_ffn(C, &L->ffn_gate, 0, &L->ffn_up, 0, &L->ffn_down, C->m->hp.n_ff, n, y, out);
 }
 
-static int dev_shared(cu_impl *C, int il, int n, const float *y, float *out) {
+int cu_dev_shared(cu_impl *C, int il, int n, const float *y, float *out) {
     const cu_layer *L = &C->L[il];
     if (!L->gate_shexp.d) {
         DS_CU_TRY(cudaMemsetAsync(out, 0, (size_t)n * C->m->hp.n_embd * sizeof(float), C->s));
@@ -472,7 +352,7 @@ static int dev_moe(cu_impl *C, int il, int n, const float *y, const int32_t *ids
  * expert runs its GEMVs once over its rows (weights read ceil(rows/16) times
  * instead of once per pair); a combine kernel adds the weighted outputs in
  * slot order, so results do not depend on the grouping. w: device [n][k]. */
-static int dev_moe_grouped(cu_impl *C, int il, int n, const float *y, const int32_t *ids, const float *w,
+int cu_dev_moe_grouped(cu_impl *C, int il, int n, const float *y, const int32_t *ids, const float *w,
                            float *out) {
     const ds_hparams *hp = &C->m->hp;
     const cu_layer *L = &C->L[il];
@@ -588,7 +468,7 @@ static ds_status cu_moe_experts(ds_backend *be, const ds_model *m, int il, int n
     if ((rc = to_dev(C, C->y, y, bytes)) || (rc = to_dev(C, C->f, out, bytes)) ||
         (rc = to_dev(C, C->ids, ids, (size_t)n * k * sizeof(int32_t))) ||
         (rc = to_dev(C, C->rw, weights, (size_t)n * k * sizeof(float))) ||
-        (rc = n > GRAPH_MAX_ROWS ? dev_moe_grouped(C, il, n, C->y, ids, C->rw, C->f)
+        (rc = n > GRAPH_MAX_ROWS ? cu_dev_moe_grouped(C, il, n, C->y, ids, C->rw, C->f)
                                  : dev_moe(C, il, n, C->y, C->ids, C->rw, C->f)) ||
         (rc = to_host(C, out, C->f, bytes)))
         return cu_fail(rc, "moe_experts");
@@ -600,7 +480,7 @@ static ds_status cu_shared_expert(ds_backend *be, const ds_model *m, int il, int
     if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const size_t bytes = (size_t)n * m->hp.n_embd * sizeof(float);
     int rc;
-    if ((rc = to_dev(C, C->y, y, bytes)) || (rc = dev_shared(C, il, n, C->y, C->f)) || (rc = to_host(C, out, C->f, bytes)))
+    if ((rc = to_dev(C, C->y, y, bytes)) || (rc = cu_dev_shared(C, il, n, C->y, C->f)) || (rc = to_host(C, out, C->f, bytes)))
         return cu_fail(rc, "shared_expert");
     return DS_OK;
 }
@@ -629,282 +509,7 @@ static int dev_moe_any(cu_impl *C, int il, int n, const float *y, float *out) {
     const size_t nk = (size_t)n * C->m->hp.n_expert_used;
     DS_CU_TRY(cudaMemcpyAsync(C->h_ids, C->ids, nk * sizeof(int32_t), cudaMemcpyDeviceToHost, C->s));
     DS_CU_TRY(cudaStreamSynchronize(C->s));
-    return dev_moe_grouped(C, il, n, y, C->h_ids, C->rw, out);
-}
-
-static int upload_host(cu_impl *C, void *dev, const void *host, size_t bytes);
-
-/* ---- hot-expert cache ------------------------------------------------------------ */
-
-#define HOT_REFRESH 16 /* calls of a layer between re-choosing its cached experts */
-
-/* the layer's expert tensors in cache order: gate|up (or gate_up), down */
-static int expert_tensors(const ds_layer *H, const ds_tensor *t[3]) {
-    int n = 0;
-    if (ds_tensor_present(&H->gate_up_exps)) t[n++] = &H->gate_up_exps;
-    else { t[n++] = &H->gate_exps; t[n++] = &H->up_exps; }
-    t[n++] = &H->down_exps;
-    return n;
-}
-
-static size_t hot_expert_bytes(const ds_layer *H) {
-    const ds_tensor *t[3];
-    size_t b = 0;
-    for (int i = 0, n = expert_tensors(H, t); i < n; i++) b += align256((size_t)t[i]->row_bytes * t[i]->ne[1]);
-    return b;
-}
-
-/* Re-chooses the layer's cached experts. Free slots take the most used
- * uncached experts; a cached expert is replaced only by one used clearly
- * more (HOT_SWAP_RATIO) and at most HOT_SWAPS per refresh: every arrival is
- * a copy over PCIe from pageable memory, and near-uniform traffic must not
- * turn the cache into a copy loop. Counts halve each refresh, so the
- * cache still follows traffic that really moves. */
-#define HOT_SWAPS 2
-#define HOT_SWAP_RATIO 2.0f
-static int hot_refresh(cu_impl *C, int il) {
-    const ds_layer *H = &C->m->layers[il];
-    const int NE = C->m->hp.n_expert, N = C->n_hot;
-    float *cnt = C->hot_count + (size_t)il * NE;
-    int32_t *slot = C->hot_slot + (size_t)il * NE, *exp = C->hot_expert + (size_t)il * N;
-    const ds_tensor *t[3];
-    const int nt = expert_tensors(H, t);
-    const size_t eb = hot_expert_bytes(H);
-    int swaps = 0;
-    for (;;) {
-        int best = -1; /* the most used expert not cached */
-        for (int e = 0; e < NE; e++)
-            if (slot[e] < 0 && cnt[e] > 0 && (best < 0 || cnt[e] > cnt[best])) best = e;
-        if (best < 0) break;
-        int s = 0, worst = -1; /* a free slot, else the least used resident */
-        while (s < N && exp[s] >= 0) s++;
-        if (s == N) {
-            for (int j = 0; j < N; j++)
-                if (worst < 0 || cnt[exp[j]] < cnt[exp[worst]]) worst = j;
-            if (swaps == HOT_SWAPS || cnt[best] < HOT_SWAP_RATIO * cnt[exp[worst]] + 1.0f) break;
-            s = worst;
-            slot[exp[s]] = -1;
-            swaps++;
-        }
-        exp[s] = best;
-        slot[best] = s;
-        size_t off = 0;
-        for (int i = 0; i < nt; i++) {
-            const size_t sl = (size_t)t[i]->row_bytes * t[i]->ne[1];
-            int rc = upload_host(C, C->hot_w[il] + (size_t)s * eb + off, (const uint8_t *)t[i]->data + (size_t)best * sl, sl);
-            if (rc) return rc;
-            off += align256(sl);
-        }
-        C->hot_uploads++;
-    }
-    for (int e = 0; e < NE; e++) cnt[e] *= 0.5f;
-    return 0;
-}
-
-/* the cached experts of layer il on the device: ids remapped to slots (h_gids,
- * uploaded into C->forced), the rest -1 */
-static int hot_moe(cu_impl *C, int il, int n) {
-    const ds_layer *H = &C->m->layers[il];
-    const int64_t F = C->m->hp.n_ff_exp, E = C->m->hp.n_embd;
-    const int k = C->m->hp.n_expert_used;
-    const ds_tensor *t[3];
-    const int nt = expert_tensors(H, t);
-    const size_t eb = hot_expert_bytes(H);
-    DS_CU_TRY(cudaMemcpyAsync(C->forced, C->h_gids, (size_t)n * k * sizeof(int32_t), cudaMemcpyHostToDevice, C->s));
-    ds_cu_moe_params p = { .E = E, .F = F, .y = C->y, .ids = C->forced, .weights = C->rw, .act = C->act, .out = C->f,
-                           .n = n, .k = k, .stream = C->s };
-    const uint8_t *base = C->hot_w[il];
-    const size_t s0 = align256((size_t)t[0]->row_bytes * t[0]->ne[1]);
-    if (nt == 2) { /* fused gate_up: gate rows first, then up */
-        p.gate = (ds_cu_exps){ base, t[0]->type, t[0]->row_bytes, eb };
-        p.up = (ds_cu_exps){ base + (size_t)F * t[0]->row_bytes, t[0]->type, t[0]->row_bytes, eb };
-        p.down = (ds_cu_exps){ base + s0, t[1]->type, t[1]->row_bytes, eb };
-    } else {
-        const size_t s1 = align256((size_t)t[1]->row_bytes * t[1]->ne[1]);
-        p.gate = (ds_cu_exps){ base, t[0]->type, t[0]->row_bytes, eb };
-        p.up = (ds_cu_exps){ base + s0, t[1]->type, t[1]->row_bytes, eb };
-        p.down = (ds_cu_exps){ base + s0 + s1, t[2]->type, t[2]->row_bytes, eb };
-    }
-    return ds_cu_moe(&p);
-}
-
-/* routed experts of layer il on the host backend, overlapped with the
- * shared expert on the GPU: the normed rows and the router's choice go down
- * to pinned memory, the GPU goes on with the shared expert while the CPU
- * computes the experts, and their sum comes back up and joins the FFN
- * output. Only hidden states and routing cross PCIe. */
-static int host_moe(cu_impl *C, int il, int n) {
-    const ds_hparams *hp = &C->m->hp;
-    const size_t nE = (size_t)n * hp->n_embd, nk = (size_t)n * hp->n_expert_used;
-    int rc;
-    DS_CU_TRY(cudaMemcpyAsync(C->h_y, C->y, nE * sizeof(float), cudaMemcpyDeviceToHost, C->s));
-    DS_CU_TRY(cudaMemcpyAsync(C->h_eids, C->ids, nk * sizeof(int32_t), cudaMemcpyDeviceToHost, C->s));
-    DS_CU_TRY(cudaMemcpyAsync(C->h_w, C->rw, nk * sizeof(float), cudaMemcpyDeviceToHost, C->s));
-    DS_CU_TRY(cudaEventRecord(C->ev_y, C->s));
-    if ((rc = PROF(C, P_SHARED, dev_shared(C, il, n, C->y, C->f)))) return rc;
-    const double t0 = ds_time_s();
-    DS_CU_TRY(cudaEventSynchronize(C->ev_y));
-    const double t1 = ds_time_s();
-    if (C->hot_w && C->hot_w[il]) { /* split: cached experts here, the rest on the host */
-        const int NE = C->m->hp.n_expert;
-        const int32_t *slot = C->hot_slot + (size_t)il * NE;
-        float *cnt = C->hot_count + (size_t)il * NE;
-        int hits = 0;
-        for (size_t p = 0; p < nk; p++) {
-            const int e = C->h_eids[p];
-            C->h_gids[p] = e >= 0 && e < NE ? slot[e] : -1;
-            if (e >= 0 && e < NE) cnt[e] += 1;
-            if (C->h_gids[p] >= 0) { C->h_eids[p] = -1; hits++; }
-        }
-        C->hot_hits += hits;
-        C->hot_pairs += (long)nk;
-        if (hits && (rc = hot_moe(C, il, n))) return rc;
-    }
-    memset(C->h_xo, 0, nE * sizeof(float));
-    ds_status st = C->host->moe_experts(C->host, C->m, il, n, C->h_y, C->h_eids, C->h_w, C->h_xo);
-    const double t2 = ds_time_s();
-    C->t_wait_ms += (t1 - t0) * 1e3;
-    C->t_host_ms += (t2 - t1) * 1e3;
-    C->n_host_calls++;
-    if (C->stage && n >= C->stream_rows) {
-        const double x = (t2 - t1) * 1e3 / n;
-        C->cpu_ms_row = C->have_cpu_cost ? 0.7 * C->cpu_ms_row + 0.3 * x : x;
-        C->have_cpu_cost = true;
-        C->n_big_cpu++;
-    }
-    if (C->prof) C->prof_ms[P_MOE] += (t2 - t1) * 1e3;
-    if (st) {
-        fprintf(stderr, "cuda backend: the host's routed experts of layer %d failed (%s)\n", il, ds_status_name(st));
-        return (int)cudaErrorUnknown;
-    }
-    /* C->a (the attention output) is free until the next layer's attention */
-    DS_CU_TRY(cudaMemcpyAsync(C->a, C->h_xo, nE * sizeof(float), cudaMemcpyHostToDevice, C->s));
-    if ((rc = ds_cu_add(C->f, C->a, (int64_t)nE, C->s))) return rc;
-    /* after the CPU's part, so slow copies of arriving experts never delay it */
-    if (C->hot_w && C->hot_w[il] && ++C->hot_calls[il] >= HOT_REFRESH) {
-        C->hot_calls[il] = 0;
-        return hot_refresh(C, il);
-    }
-    return 0;
-}
-
-/* ---- pinned, threaded uploads of host weights ----------------------------------------- */
-
-#define PIN_CHUNK ((size_t)64 << 20)
-
-typedef struct copy_job {
-    uint8_t *dst;
-    const uint8_t *src;
-    size_t n;
-} copy_job;
-
-static void copy_task(void *ctx, int ith, int nth) {
-    const copy_job *j = ctx;
-    const size_t per = ((j->n + (size_t)nth - 1) / (size_t)nth + 4095) & ~(size_t)4095;
-    const size_t a = (size_t)ith * per, b = a + per < j->n ? a + per : j->n;
-    if (a < b) memcpy(j->dst + a, j->src + a, b - a);
-}
-
-/* dev[0, bytes) = host[0, bytes) on the stream. Pageable (mmap'd) memory
- * goes through the pinned chunks: about 8 GB/s as one cudaMemcpy, several
- * times that this way. Without the pinned chunks, a plain copy. */
-static int upload_host(cu_impl *C, void *dev, const void *host, size_t bytes) {
-    if (!C->pin[0] || !C->copy_pool) {
-        DS_CU_TRY(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, C->s));
-        return 0;
-    }
-    for (size_t off = 0; off < bytes; off += PIN_CHUNK) {
-        const size_t len = bytes - off < PIN_CHUNK ? bytes - off : PIN_CHUNK;
-        const int b = C->pin_next;
-        C->pin_next ^= 1;
-        DS_CU_TRY(cudaEventSynchronize(C->ev_pin[b])); /* its previous send is done */
-        copy_job j = { C->pin[b], (const uint8_t *)host + off, len };
-        ds_threadpool_run(C->copy_pool, copy_task, &j);
-        DS_CU_TRY(cudaMemcpyAsync((uint8_t *)dev + off, C->pin[b], len, cudaMemcpyHostToDevice, C->s));
-        DS_CU_TRY(cudaEventRecord(C->ev_pin[b], C->s));
-    }
-    return 0;
-}
-
-/* bytes of one expert's slice of a [n_expert][...] tensor */
-static size_t expert_slice(const ds_tensor *t) { return (size_t)t->row_bytes * (size_t)t->ne[1]; }
-
-/* a host tensor's geometry with its data in the stage at *off */
-static cu_w staged(cu_impl *C, const ds_tensor *t, size_t *off) {
-    cu_w w = { .d = C->stage + *off, .type = t->type, .K = t->ne[0], .rows = t->ne[1] * t->ne[2],
-               .row_bytes = t->row_bytes };
-    *off += align256(expert_slice(t) * (size_t)t->ne[2]);
-    return w;
-}
-
-/* Routed experts of a host-placed layer for a prefill micro-batch: the
- * experts the batch uses are copied into the stage (same layout as the
- * file) and run by the grouped GPU path; the shared expert first. */
-static int stream_moe(cu_impl *C, int il, int n) {
-    const ds_layer *H = &C->m->layers[il];
-    cu_layer *L = &C->L[il];
-    const int k = C->m->hp.n_expert_used, NE = C->m->hp.n_expert;
-    int rc;
-    if ((rc = PROF(C, P_SHARED, dev_shared(C, il, n, C->y, C->f)))) return rc;
-    DS_CU_TRY(cudaMemcpyAsync(C->h_ids, C->ids, (size_t)n * k * sizeof(int32_t), cudaMemcpyDeviceToHost, C->s));
-    DS_CU_TRY(cudaStreamSynchronize(C->s));
-    bool used[DS_MAX_EXPERTS] = { 0 };
-    for (int p = 0; p < n * k; p++)
-        if (C->h_ids[p] >= 0 && C->h_ids[p] < NE) used[C->h_ids[p]] = true;
-    const ds_tensor *src[3] = { H->gate_up_exps.data ? &H->gate_up_exps : &H->gate_exps,
-                                H->gate_up_exps.data ? NULL : &H->up_exps, &H->down_exps };
-    cu_w *dst[3] = { H->gate_up_exps.data ? &L->gate_up_exps : &L->gate_exps, H->gate_up_exps.data ? NULL : &L->up_exps,
-                     &L->down_exps };
-    size_t off = 0, sent = 0;
-    const double t0 = ds_time_s();
-    for (int i = 0; i < 3; i++) {
-        if (!src[i]) continue;
-        *dst[i] = staged(C, src[i], &off);
-        const size_t slice = expert_slice(src[i]);
-        for (int e = 0; e < NE; e++) sent += used[e] ? slice : 0;
-        for (int e = 0; e < NE; e++) /* runs of used experts go up in one copy */
-            if (used[e]) {
-                int e1 = e;
-                while (e1 + 1 < NE && used[e1 + 1]) e1++;
-                if ((rc = upload_host(C, (uint8_t *)dst[i]->d + (size_t)e * slice,
-                                      (const uint8_t *)src[i]->data + (size_t)e * slice, (size_t)(e1 - e + 1) * slice)))
-                    return rc;
-                e = e1;
-            }
-    }
-    rc = PROF(C, P_MOE, dev_moe_grouped(C, il, n, C->y, C->h_ids, C->rw, C->f));
-    for (int i = 0; i < 3; i++) /* the layer holds no device copy of its experts */
-        if (dst[i]) memset(dst[i], 0, sizeof *dst[i]);
-    if (rc) return rc;
-    /* its cost, for choosing between this and the CPU (the next layer waits on it anyway) */
-    DS_CU_TRY(cudaStreamSynchronize(C->s));
-    const double ms = (ds_time_s() - t0) * 1e3;
-    C->t_stream_ms += ms;
-    C->n_stream_calls++;
-    if (sent) {
-        const double x = ms / (double)sent;
-        C->stream_ms_byte = C->have_stream_cost ? 0.7 * C->stream_ms_byte + 0.3 * x : x;
-        C->have_stream_cost = true;
-    }
-    return 0;
-}
-
-/* For a micro-batch of n rows with the layer's experts on the host: stream
- * them to the GPU, or compute them on the CPU? Below stream_rows, the CPU.
- * Above, each way is tried once, then the cheaper by measured cost: CPU
- * time grows with the rows, streaming with the bytes of the experts the
- * batch uses (NE·(1 − (1 − k/NE)^n) of them on average). */
-static bool stream_cheaper(cu_impl *C, int il, int n) {
-    if (!C->stage || C->stream_rows <= 0 || n < C->stream_rows) return false;
-    if (!C->have_stream_cost) return true;
-    if (!C->have_cpu_cost) return false;
-    const ds_hparams *hp = &C->m->hp;
-    const double NE = hp->n_expert, used = NE * (1.0 - pow(1.0 - (double)hp->n_expert_used / NE, n));
-    const ds_layer *H = &C->m->layers[il];
-    const ds_tensor *t[3];
-    double per_expert = 0;
-    for (int i = 0, nt = expert_tensors(H, t); i < nt; i++) per_expert += (double)expert_slice(t[i]);
-    return C->stream_ms_byte * used * per_expert < C->cpu_ms_row * n;
+    return cu_dev_moe_grouped(C, il, n, y, C->h_ids, C->rw, out);
 }
 
 /* every layer on C->h (embedded already); wanted rows gathered into C->a */
@@ -922,12 +527,12 @@ static int dev_layers(cu_impl *C, int n, int nw) {
         if (!C->m->layers[il].is_moe) {
             if ((rc = PROF(C, P_DENSE, dev_dense(C, il, n, C->y, C->f)))) return rc;
         } else if (C->host_exps[il]) {
-            const bool stream = stream_cheaper(C, il, n);
+            const bool stream = cu_stream_cheaper(C, il, n);
             if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) ||
-                (rc = stream ? stream_moe(C, il, n) : host_moe(C, il, n)))
+                (rc = stream ? cu_stream_moe(C, il, n) : cu_host_moe(C, il, n)))
                 return rc;
         } else if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) ||
-                   (rc = PROF(C, P_SHARED, dev_shared(C, il, n, C->y, C->f))) ||
+                   (rc = PROF(C, P_SHARED, cu_dev_shared(C, il, n, C->y, C->f))) ||
                    (rc = PROF(C, P_MOE, dev_moe_any(C, il, n, C->y, C->f)))) {
             return rc;
         }
@@ -1018,8 +623,6 @@ static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *ro
 
 /* ---- create / free ---------------------------------------------------------------------- */
 
-static void profile_save(cu_impl *C);
-
 static void cu_free(ds_backend *be) {
     if (!be) return;
     cu_impl *C = be->impl;
@@ -1035,36 +638,15 @@ static void cu_free(ds_backend *be) {
             cudaEventDestroy(C->ev0);
             cudaEventDestroy(C->ev1);
         }
-        if (C->hstats && C->n_host_calls)
-            fprintf(stderr, "cuda hybrid: %ld host expert calls, %.3f ms each on the CPU, the CPU waited %.3f ms each "
-                            "for the GPU's part of the layer\n",
-                    C->n_host_calls, C->t_host_ms / C->n_host_calls, C->t_wait_ms / C->n_host_calls);
-        if (C->hstats && C->hot_pairs)
-            fprintf(stderr, "cuda hybrid: hot-expert cache (%d experts per CPU layer on the GPU): %.1f%% of %ld "
-                            "(row, expert) pairs served on the GPU; %ld experts copied in\n",
-                    C->n_hot, 100.0 * C->hot_hits / C->hot_pairs, C->hot_pairs, C->hot_uploads);
-        if (C->hstats && (C->n_stream_calls || C->n_big_cpu))
-            fprintf(stderr, "cuda hybrid: prefill micro-batches of %d+ rows: %ld layer calls streamed the experts to the "
-                            "GPU (%.3f ms each, %.1f GB/s of experts), %ld computed them on the CPU (%.4f ms per row)\n",
-                    C->stream_rows, C->n_stream_calls, C->n_stream_calls ? C->t_stream_ms / C->n_stream_calls : 0,
-                    C->have_stream_cost ? 1e-6 / C->stream_ms_byte : 0, C->n_big_cpu, C->cpu_ms_row);
+        cu_hybrid_report(C);
         for (int i = 0; i < N_GRAPHS; i++)
             if (C->graphs[i].n) cudaGraphExecDestroy(C->graphs[i].exec);
-        if (C->ev_y) cudaEventDestroy(C->ev_y);
-        for (int i = 0; i < 2; i++) {
-            if (C->ev_pin[i]) cudaEventDestroy(C->ev_pin[i]);
-            if (C->pin[i]) cudaFreeHost(C->pin[i]);
-        }
-        if (C->copy_pool) ds_threadpool_free(C->copy_pool);
+        cu_hybrid_free(C);
         void *pinned[] = { C->h_embd, C->h_y, C->h_w, C->h_xo, C->h_eids };
         for (size_t i = 0; i < sizeof pinned / sizeof *pinned; i++)
             if (pinned[i]) cudaFreeHost(pinned[i]);
-        if (C->profile && C->hot_count && C->hot_pairs) profile_save(C);
+        if (C->ev_y) cudaEventDestroy(C->ev_y);
         free(C->host_exps);
-        for (int il = 0; C->hot_w && il < C->m->hp.n_layer; il++)
-            if (C->hot_w[il]) cudaFree(C->hot_w[il]);
-        free(C->hot_w); free(C->hot_slot); free(C->hot_expert); free(C->hot_count); free(C->hot_calls);
-        if (C->h_gids) cudaFreeHost(C->h_gids);
         void *bufs[] = { C->stage, C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
                          C->heads, C->ffa, C->ffb, C->rlogit, C->rw, C->margin, C->act, C->logits, C->ids,
                          C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx };
@@ -1078,90 +660,6 @@ static void cu_free(ds_backend *be) {
         free(C);
     }
     free(be);
-}
-
-/* The usage-profile file: a header line, then "layer expert count" lines
- * for the nonzero counts. Text, so a person can read and edit it. */
-#define PROFILE_MAGIC "dsinfer expert usage v1"
-
-static void profile_load(cu_impl *C) {
-    FILE *f = fopen(C->profile, "r");
-    if (!f) return; /* first run: the file appears at exit */
-    const ds_hparams *hp = &C->m->hp;
-    char head[64];
-    int nl = 0, ne = 0, il, e, n = 0;
-    float c;
-    if (!fgets(head, sizeof head, f) || strncmp(head, PROFILE_MAGIC, strlen(PROFILE_MAGIC)) ||
-        fscanf(f, "%d %d", &nl, &ne) != 2 || nl != hp->n_layer || ne != hp->n_expert) {
-        fprintf(stderr, "cuda: expert profile '%s' is not for this model (layers/experts differ): ignored\n", C->profile);
-        fclose(f);
-        return;
-    }
-    while (fscanf(f, "%d %d %f", &il, &e, &c) == 3)
-        if (il >= 0 && il < nl && e >= 0 && e < ne && c >= 0 && c < 1e30f) {
-            C->hot_count[(size_t)il * ne + e] = c;
-            n++;
-        }
-    fclose(f);
-    fprintf(stderr, "cuda: expert profile '%s': %d usage counts loaded\n", C->profile, n);
-}
-
-static void profile_save(cu_impl *C) {
-    const ds_hparams *hp = &C->m->hp;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", C->profile);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        fprintf(stderr, "cuda: cannot write the expert profile '%s'\n", tmp);
-        return;
-    }
-    fprintf(f, "%s\n%d %d\n", PROFILE_MAGIC, hp->n_layer, hp->n_expert);
-    for (int il = 0; il < hp->n_layer; il++)
-        for (int e = 0; e < hp->n_expert; e++) {
-            const float c = C->hot_count[(size_t)il * hp->n_expert + e];
-            if (c > 0) fprintf(f, "%d %d %.3f\n", il, e, c);
-        }
-    /* written whole, then renamed: a crash never leaves half a profile */
-    if (fclose(f) || rename(tmp, C->profile)) fprintf(stderr, "cuda: cannot write the expert profile '%s'\n", C->profile);
-}
-
-/* the hot-expert cache: n experts of each host-expert layer, slots empty
- * until the first refresh (or filled from the profile) */
-static ds_status hot_init(cu_impl *C, int n, ds_error *err) {
-    const ds_hparams *hp = &C->m->hp;
-    if (n <= 0 || !C->any_host_exps) return DS_OK;
-    C->n_hot = n < hp->n_expert ? n : hp->n_expert;
-    const size_t L = (size_t)hp->n_layer, NE = (size_t)hp->n_expert;
-    C->hot_w = calloc(L, sizeof *C->hot_w);
-    C->hot_slot = malloc(L * NE * sizeof *C->hot_slot);
-    C->hot_expert = malloc(L * (size_t)C->n_hot * sizeof *C->hot_expert);
-    C->hot_count = calloc(L * NE, sizeof *C->hot_count);
-    C->hot_calls = calloc(L, sizeof *C->hot_calls);
-    if (!C->hot_w || !C->hot_slot || !C->hot_expert || !C->hot_count || !C->hot_calls ||
-        cudaMallocHost((void **)&C->h_gids, (size_t)C->max_rows * hp->n_expert_used * sizeof(int32_t)) != cudaSuccess)
-        return ds_error_set(err, DS_ERR_OOM, "out of memory for the hot-expert cache");
-    memset(C->hot_slot, 0xff, L * NE * sizeof *C->hot_slot);
-    memset(C->hot_expert, 0xff, L * (size_t)C->n_hot * sizeof *C->hot_expert);
-    size_t total = 0;
-    for (int il = 0; il < hp->n_layer; il++) {
-        if (!C->host_exps[il]) continue;
-        const size_t b = hot_expert_bytes(&C->m->layers[il]) * (size_t)C->n_hot;
-        if (cudaMalloc((void **)&C->hot_w[il], b) != cudaSuccess)
-            return ds_error_set(err, DS_ERR_OOM,
-                                "device 'cuda': --gpu-experts %d needs %.2f GiB per layer; the GPU ran out after %.2f GiB",
-                                C->n_hot, b / 1073741824.0, total / 1073741824.0);
-        total += b;
-    }
-    fprintf(stderr, "cuda: hot-expert cache: %d experts of each CPU layer, %.2f GiB\n", C->n_hot, total / 1073741824.0);
-    if (C->profile) {
-        profile_load(C);
-        for (int il = 0; il < hp->n_layer; il++) /* warm start: fill from the loaded counts */
-            if (C->hot_w[il] && hot_refresh(C, il))
-                return ds_error_set(err, DS_ERR_IO, "device 'cuda': filling the hot-expert cache failed");
-        if (cudaStreamSynchronize(C->s) != cudaSuccess)
-            return ds_error_set(err, DS_ERR_IO, "device 'cuda': filling the hot-expert cache failed");
-    }
-    return DS_OK;
 }
 
 /* device scratch: the buffers of cuda_scratch.h, in its order */
@@ -1273,21 +771,7 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
         goto fail;
     }
     C->wbytes = u.total;
-    if (C->stage_bytes || (p->gpu_experts > 0 && C->any_host_exps)) { /* pinned chunks + copy threads */
-        const int nt = p->n_threads > 0 ? p->n_threads : ds_cpu_count();
-        for (int i = 0; i < 2; i++)
-            if (cudaMallocHost((void **)&C->pin[i], PIN_CHUNK) != cudaSuccess ||
-                cudaEventCreateWithFlags(&C->ev_pin[i], cudaEventDisableTiming) != cudaSuccess) {
-                st = ds_error_set(err, DS_ERR_OOM, "device 'cuda': cannot allocate pinned copy buffers");
-                goto fail;
-            }
-        if (!(C->copy_pool = ds_threadpool_create(nt < 16 ? nt : 16))) {
-            st = ds_error_set(err, DS_ERR_OOM, "cannot create the copy threads");
-            goto fail;
-        }
-    }
-    C->profile = p->expert_profile;
-    if ((st = hot_init(C, p->gpu_experts, err))) goto fail;
+    if ((st = cu_hybrid_setup(C, p, err))) goto fail;
     if (C->stage_bytes && cudaMalloc((void **)&C->stage, C->stage_bytes) != cudaSuccess) {
         st = ds_error_set(err, DS_ERR_OOM, "device 'cuda': cannot allocate %.2f GiB to stream prefill experts "
                           "(DSINFER_STREAM_ROWS=0 turns streaming off)", C->stage_bytes / 1073741824.0);

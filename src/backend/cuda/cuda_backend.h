@@ -1,13 +1,15 @@
 /* cuda_backend.h: the CUDA implementation of the block interface
  * (backend/backend.h), built only with -DDSINFER_CUDA=ON. Weights live on
  * one GPU, the latent KV cache too (device_kv); the optional forward hook
- * runs a whole micro-batch there. Not multi-GPU and not hybrid CPU+GPU. */
+ * runs a whole micro-batch there. One backend per GPU of a placement; with
+ * a host backend given, routed experts placed on the CPU run there
+ * (cuda_hybrid.c, docs/hybrid.md). */
 #ifndef DS_CUDA_BACKEND_H
 #define DS_CUDA_BACKEND_H
 
 #include "../backend.h"
 
-/* Uploads every weight the forward pass reads to device 0 (DS_ERR_OOM with
+/* Uploads every weight the forward pass reads (or, placed, those of its GPU) to the device (DS_ERR_OOM with
  * the sizes when it does not fit; DS_ERR_UNSUPPORTED for a weight type the
  * kernels do not read, naming the tensor; DS_ERR_IO when no device).
  * Environment knobs for tests: DSINFER_CUDA_FORWARD=0 leaves the forward
