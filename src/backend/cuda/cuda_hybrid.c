@@ -122,6 +122,7 @@ int cu_host_moe(cu_impl *C, int il, int n) {
     DS_CU_TRY(cudaMemcpyAsync(C->h_eids, C->ids, nk * sizeof(int32_t), cudaMemcpyDeviceToHost, C->s));
     DS_CU_TRY(cudaMemcpyAsync(C->h_w, C->rw, nk * sizeof(float), cudaMemcpyDeviceToHost, C->s));
     DS_CU_TRY(cudaEventRecord(C->ev_y, C->s));
+    if (C->ev_t0) DS_CU_TRY(cudaEventRecord(C->ev_t0, C->s));
     if ((rc = PROF(C, P_SHARED, cu_dev_shared(C, il, n, C->y, C->f)))) return rc;
     const double t0 = ds_time_s();
     DS_CU_TRY(cudaEventSynchronize(C->ev_y));
@@ -141,9 +142,17 @@ int cu_host_moe(cu_impl *C, int il, int n) {
         C->hot_pairs += (long)nk;
         if (hits && (rc = hot_moe(C, il, n))) return rc;
     }
+    if (C->ev_t1) DS_CU_TRY(cudaEventRecord(C->ev_t1, C->s));
     memset(C->h_xo, 0, nE * sizeof(float));
     ds_status st = C->host->moe_experts(C->host, C->m, il, n, C->h_y, C->h_eids, C->h_w, C->h_xo);
     const double t2 = ds_time_s();
+    if (C->ev_t1) { /* the GPU idles from the end of its own work until the host's result goes up */
+        float g = 0;
+        DS_CU_TRY(cudaEventSynchronize(C->ev_t1));
+        DS_CU_TRY(cudaEventElapsedTime(&g, C->ev_t0, C->ev_t1));
+        const double idle = (t2 - t1) * 1e3 - g;
+        C->t_gpu_idle_ms += idle > 0 ? idle : 0;
+    }
     C->t_wait_ms += (t1 - t0) * 1e3;
     C->t_host_ms += (t2 - t1) * 1e3;
     C->n_host_calls++;
@@ -386,15 +395,19 @@ ds_status cu_hybrid_setup(cu_impl *C, const ds_backend_params *p, ds_error *err)
             return ds_error_set(err, DS_ERR_OOM, "cannot create the copy threads");
         }
     }
+    if (C->hstats && C->any_host_exps &&
+        (cudaEventCreate(&C->ev_t0) != cudaSuccess || cudaEventCreate(&C->ev_t1) != cudaSuccess))
+        return ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create timing events");
     C->profile = p->expert_profile;
     return hot_init(C, p->gpu_experts, err);
 }
 
 void cu_hybrid_report(const cu_impl *C) {
     if (C->hstats && C->n_host_calls)
-        fprintf(stderr, "cuda hybrid: %ld host expert calls, %.3f ms each on the CPU, the CPU waited %.3f ms each "
-                        "for the GPU's part of the layer\n",
-                C->n_host_calls, C->t_host_ms / C->n_host_calls, C->t_wait_ms / C->n_host_calls);
+        fprintf(stderr, "cuda hybrid: %ld host expert calls, %.3f ms each on the CPU; idle per call: the CPU waited "
+                        "%.3f ms for the GPU's part of the layer, the GPU %.3f ms for the CPU's experts\n",
+                C->n_host_calls, C->t_host_ms / C->n_host_calls, C->t_wait_ms / C->n_host_calls,
+                C->t_gpu_idle_ms / C->n_host_calls);
     if (C->hstats && C->hot_pairs)
         fprintf(stderr, "cuda hybrid: hot-expert cache (%d experts per CPU layer on the GPU): %.1f%% of %ld "
                         "(row, expert) pairs served on the GPU; %ld experts copied in\n",
@@ -407,6 +420,8 @@ void cu_hybrid_report(const cu_impl *C) {
 }
 
 void cu_hybrid_free(cu_impl *C) {
+    if (C->ev_t0) cudaEventDestroy(C->ev_t0);
+    if (C->ev_t1) cudaEventDestroy(C->ev_t1);
     for (int i = 0; i < 2; i++) {
         if (C->ev_pin[i]) cudaEventDestroy(C->ev_pin[i]);
         if (C->pin[i]) cudaFreeHost(C->pin[i]);

@@ -115,6 +115,8 @@ typedef struct cu_impl {
     const char *profile;       /* usage counts file (--expert-profile) */
     /* hybrid timing (DSINFER_HYBRID_STATS=1 prints it at free) */
     bool hstats;
+    cudaEvent_t ev_t0, ev_t1;  /* hstats: the GPU's own work while the host computes experts */
+    double t_gpu_idle_ms;
     double t_host_ms, t_wait_ms, t_stream_ms;
     long n_host_calls, n_stream_calls;
 } cu_impl;
