@@ -117,12 +117,14 @@ static void cpu_free(ds_backend *be) {
         if (C->ts) {
             for (int t = 0; t < C->n_threads; t++) {
                 cpu_thread_scratch *s = &C->ts[t];
-                free(s->qn); free(s->qabs); free(s->olat); free(s->score); free(s->row);
+                free(s->qn); free(s->olat);
+                free(s->qlat); free(s->lat); free(s->msum); free(s->sc);
                 ds_aligned_free(s->act);
             }
             free(C->ts);
         }
         free(C->xn); free(C->cq); free(C->q); free(C->kvr); free(C->heads); free(C->ga); free(C->gb);
+        free(C->rope_cs);
         free(C->logit); free(C->eo); free(C->ey); free(C->erow); free(C->ew);
         ds_aligned_free(C->act);
         ds_aligned_free(C->mq_rows); ds_aligned_free(C->mq_g); ds_aligned_free(C->mq_u); ds_aligned_free(C->mq_d);
@@ -204,18 +206,21 @@ ds_status ds_backend_cpu_create(const ds_model *m, const ds_backend_params *p, d
     C->ey = malloc(R * E * sizeof(float));
     C->erow = malloc(R * sizeof(int32_t));
     C->ew = malloc(R * sizeof(float));
+    C->rope_cs = malloc(R * max_sz(1, (size_t)hp->d_rope) * sizeof(double));
     C->act_bytes = model_act_bytes(m, C->max_rows);
     C->act = ds_aligned_alloc(C->act_bytes);
     C->ts = calloc((size_t)C->n_threads, sizeof *C->ts);
     bool ok = C->tp && C->xn && C->cq && C->q && C->kvr && C->heads && C->ga && C->gb && C->logit && C->eo &&
-              C->ey && C->erow && C->ew && C->act && C->ts;
+              C->ey && C->erow && C->ew && C->act && C->ts &&
+              C->rope_cs;
     for (int t = 0; ok && t < C->n_threads; t++) {
         cpu_thread_scratch *s = &C->ts[t];
         s->qn = malloc(R * hp->d_nope * sizeof(float));
-        s->qabs = malloc(R * hp->kv_lora * sizeof(float));
         s->olat = malloc(R * hp->kv_lora * sizeof(float));
-        s->score = malloc((size_t)C->max_ctx * sizeof(float));
-        s->row = malloc((size_t)hp->d_kv_row * sizeof(float));
+        s->qlat = malloc(R * hp->d_kv_row * sizeof(float));
+        s->lat = malloc((size_t)DS_ATTN_TILE * hp->d_kv_row * sizeof(float));
+        s->msum = malloc(2 * R * sizeof(float));
+        s->sc = malloc(R * DS_ATTN_TILE * sizeof(float));
         s->act_bytes = 0;
         for (int il = 0; il < hp->n_layer; il++) {
             const ds_layer *L = &m->layers[il];
@@ -223,7 +228,7 @@ ds_status ds_backend_cpu_create(const ds_model *m, const ds_backend_params *p, d
             s->act_bytes = max_sz(s->act_bytes, ds_matmul_act_bytes(L->v_b.type, L->v_b.ne[0], C->max_rows));
         }
         s->act = ds_aligned_alloc(s->act_bytes);
-        ok = s->qn && s->qabs && s->olat && s->score && s->row && s->act;
+        ok = s->qn && s->olat && s->act && s->qlat && s->lat && s->msum && s->sc;
     }
     if (!ok) {
         cpu_free(be);

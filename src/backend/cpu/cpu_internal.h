@@ -9,15 +9,20 @@
  * (cpu_moe.c). */
 #define DS_MAX_ROWS_FAST 8
 
+/* Cached latent rows attention converts to f32 at a time (cpu_attn.c):
+ * 16 x 576 floats, 36 KiB, stay in L1/L2 while every row of the batch reads them. */
+#define DS_ATTN_TILE 16
+
 /* Per-thread scratch for work split by heads. */
 typedef struct cpu_thread_scratch {
     float *qn;      /* [max_rows][d_nope] gathered q_nope of one head */
-    float *qabs;    /* [max_rows][kv_lora] absorbed queries */
     float *olat;    /* [max_rows][kv_lora] attention output in latent space */
-    float *score;   /* [max_ctx] */
-    float *row;     /* [d_kv_row] one converted cache row */
     void *act;      /* quantized activations for per-head matmuls */
     size_t act_bytes;
+    float *qlat;    /* [max_rows][d_kv_row] one head's scaled [q_abs | roped q_pe] */
+    float *lat;     /* [DS_ATTN_TILE][d_kv_row] cached rows converted to f32 */
+    float *msum;    /* [2][max_rows] running max, then running sum, of each row's scores */
+    float *sc;      /* [max_rows][DS_ATTN_TILE] scores of one tile */
 } cpu_thread_scratch;
 
 typedef struct cpu_impl {
@@ -43,6 +48,7 @@ typedef struct cpu_impl {
     uint8_t *mq_rows, *mq_g, *mq_u, *mq_d;
     size_t mq_row_bytes, mq_y_bytes, mq_d_bytes; /* per row of mq_rows; of mq_g/mq_u; of mq_d */
     bool moe_fast_off; /* DSINFER_CPU_MOE_FAST=0 (tests compare both paths) */
+    double *rope_cs;   /* [max_rows][d_rope] cos, sin of each rotated pair at the row's position */
     cpu_thread_scratch *ts; /* [n_threads] */
 } cpu_impl;
 
