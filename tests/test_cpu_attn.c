@@ -6,6 +6,7 @@
  * times layer 0's attention for one prefill of `rows` (default 64) rows and
  * 16 single-row decode steps after it. */
 #include "testutil.h"
+#include "cases.h"
 #include "backend/backend.h"
 
 #include <stdlib.h>
@@ -73,13 +74,8 @@ static int run_calls(attn_run *a, const ds_model *m, int il, const call *calls, 
 }
 
 static void check_model(const char *rel, ds_type kt, double ref_bound) {
-    ds_model *m;
-    ds_error err = { 0 };
-    ds_model_params mp = { .path = ds_test_data(rel) };
-    if (ds_model_load(&mp, &m, &err)) {
-        CHECK(0, "load %s: %s", rel, err.msg);
-        return;
-    }
+    ds_model *m = ds_test_load_model(rel);
+    if (!m) return;
     /* block of 4 tokens: a row's history spans up to 6 blocks and partial ones */
     const call calls[] = {
         { 7, 0, 0, 1, 0, 0 },   /* 7 rows of seq 0 */

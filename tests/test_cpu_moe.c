@@ -5,6 +5,7 @@
  * which kernel form sums each expert's rows (the same bits for integer-dot
  * types, f32 rounding for float ones); and it matches the ref backend. */
 #include "testutil.h"
+#include "cases.h"
 #include "backend/backend.h"
 
 #include <stdlib.h>
@@ -28,13 +29,8 @@ static void experts(ds_backend *be, const ds_model *m, int il, int r0, int n, co
 }
 
 static void check_model(const char *rel, double ref_bound) {
-    ds_model *m;
-    ds_error err = { 0 };
-    ds_model_params mp = { .path = ds_test_data(rel) };
-    if (ds_model_load(&mp, &m, &err)) {
-        CHECK(0, "load %s: %s", rel, err.msg);
-        return;
-    }
+    ds_model *m = ds_test_load_model(rel);
+    if (!m) return;
     const int E = m->hp.n_embd, k = m->hp.n_expert_used, NE = m->hp.n_expert, N = 9;
     int il = 0;
     while (il < m->hp.n_layer && !m->layers[il].is_moe) il++;

@@ -53,13 +53,8 @@ static float *decode_hot(const ds_model *m, const int32_t *ids, int n, int gpu_e
  * weights (cpu vs ref 2.5e-2 on dsv3_kq, test_model_kq's bound 5e-2); on
  * f16 weights the backends agree to f32 rounding (1e-3, test_cuda_model) */
 static void check_file(const char *rel, const char *cases_rel, double bound) {
-    ds_model *m;
-    ds_error err = { 0 };
-    ds_model_params mp = { .path = ds_test_data(rel) };
-    if (ds_model_load(&mp, &m, &err)) {
-        CHECK(0, "load %s: %s", rel, err.msg);
-        return;
-    }
+    ds_model *m = ds_test_load_model(rel);
+    if (!m) return;
     /* not "mid": it has a routing near-tie (margin 7.5e-6, test_model_tiny) that
      * unpinned runs with differently rounded activations may resolve either way */
     const char *cases[] = { "one", "short" };

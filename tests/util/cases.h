@@ -5,6 +5,9 @@
 
 #include "engine/engine.h"
 
+/* Loads tests/data/<rel>; NULL (and a failed check naming the file) on error. */
+ds_model *ds_test_load_model(const char *rel);
+
 /* Reads the int array after "name" in cases.json; returns count (<= cap) or -1. */
 int ds_test_case_tokens(const char *json_path, const char *name, int32_t *out, int cap);
 /* One prefill of ids[n] on a fresh context (device "cuda/ref": the model's

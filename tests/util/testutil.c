@@ -94,6 +94,17 @@ int ds_test_case_tokens(const char *json_path, const char *name, int32_t *out, i
     return n;
 }
 
+ds_model *ds_test_load_model(const char *rel) {
+    ds_model *m = NULL;
+    ds_error err = { 0 };
+    ds_model_params mp = { .path = ds_test_data(rel) };
+    if (ds_model_load(&mp, &m, &err)) {
+        CHECK(0, "load %s: %s", rel, err.msg);
+        return NULL;
+    }
+    return m;
+}
+
 /* "cuda/ref": device cuda with "ref" running the GPU-placed blocks (the
  * placement dispatch, testable without a GPU); otherwise the device name */
 static void set_device(ds_ctx_params *p, const char *device) {
