@@ -236,7 +236,7 @@ static void test_cli(void) {
     CHECK(sh("%s plan -m %s | grep -qF -- \"-ngl 99 -ot 'blk\\.(3)\\.ffn_.*_exps=CUDA0' --cpu-moe\"", a) == 0,
           "one expert layer on CUDA0");
     snprintf(a, sizeof a, "%s --gpu-mem %.9f,1 --gpu-margin 0", mdl, need0 + 1e-6);
-    CHECK(sh("%s plan -m %s | grep -q 'not runnable yet'", a) == 0, "two GPUs said");
+    CHECK(sh("%s plan -m %s | grep -q 'not reached yet'", a) == 0, "two GPUs said");
     snprintf(a, sizeof a, "%s --gpu-mem %.9f --gpu-margin 0", mdl, need0 - 1e-6);
     CHECK(sh("%s plan -m %s | grep -q 'does not fit CUDA0'", a) == 0, "-ngl N fallback said");
     CHECK(sh("%s plan -m %s --gpu-mem 8 --cpu-mem 0.0001 | grep -q 'DOES NOT FIT'", mdl) == 0, "host too small");

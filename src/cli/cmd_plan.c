@@ -159,7 +159,7 @@ typedef struct flags {
     char shell[4200];      /* the same, quoted for a shell */
 } flags;
 
-/* run: CUDA0 only (what runs today) or every GPU */
+/* run: CUDA0 only (the fast one-GPU path) or every GPU */
 static void make_flags(const ds_model *m, const ds_plan_choice *c, bool run, flags *f) {
     memset(f, 0, sizeof *f);
     if (c->mode == DS_PLAN_HOST_ONLY) return;
@@ -519,22 +519,23 @@ int ds_cmd_plan(int argc, char **argv) {
         ds_plan_print(&c.plan, stdout);
         print_fit(&c.plan, &o.lim, c.host_fits);
         if (multi) {
-            printf("\nprediction with every GPU (not runnable yet: dsinfer executes on one GPU, CUDA0, today):\n");
+            printf("\nprediction with every GPU (not reached yet: several GPUs run block by block, without the fast "
+                   "one-GPU path):\n");
             printf("  flags: %s\n", ff.shell);
             print_prediction(&lf, &pf, &o);
-            printf("\nrunnable today: CUDA0's share on CUDA0, the rest of the routed experts on the host:\n");
+            printf("\nthe fast path today: CUDA0's share on CUDA0, the rest of the routed experts on the host:\n");
             ds_plan_print(&c.run_plan, stdout);
             print_fit(&c.run_plan, &o.lim, c.run_host_fits);
         }
         printf("\ncommand:  dsinfer run -m %s%s%s -c %lld%s\n", o.model, fr.argc ? " " : "", fr.shell, (long long)o.lim.n_ctx,
                o.kv_type != DS_TYPE_F16 ? (o.kv_type == DS_TYPE_F32 ? " -ctk f32" : " -ctk bf16") : "");
         if (o.lim.n_gpu > 1 && !multi) printf("          (CUDA0 holds it all: the other GPUs are not needed)\n");
-        printf("\nprediction%s (formulas: docs/hybrid.md, \"Planning\"; KV reads at depth 0 left out):\n", multi ? ", runnable today" : "");
+        printf("\nprediction%s (formulas: docs/hybrid.md, \"Planning\"; KV reads at depth 0 left out):\n", multi ? ", the fast path today" : "");
         print_prediction(&lr, &prr, &o);
         printf("\nverdict:\n");
         if (!c.run_host_fits) printf("  the host lacks the RAM for its part: this placement does not fit (see memory above)\n");
         if (!c.gpu_fits) printf("  no GPU placement fits: host only\n");
-        verdict(&lr, &prr, o.target, multi ? "(runnable today, CUDA0)" : "");
+        verdict(&lr, &prr, o.target, multi ? "(the fast path today, CUDA0)" : "");
         if (multi) verdict(&lf, &pf, o.target, "(with every GPU)");
     }
     int rc = 0;

@@ -47,7 +47,7 @@ typedef struct ds_plan_choice {
     int exp_first[DS_MAX_GPUS], exp_end[DS_MAX_GPUS];
     int n_moe;                    /* MoE layers of the model */
     ds_placement_spec spec;       /* every GPU of the limits (for prediction) */
-    ds_placement_spec run_spec;   /* CUDA0 only: what dsinfer executes today (CUDA1's share on the host) */
+    ds_placement_spec run_spec;   /* CUDA0 only: the fast one-GPU path (CUDA1's share on the host) */
     ds_plan plan, run_plan;       /* their bytes per device */
     bool gpu_fits;                /* false only when a GPU cannot hold even one layer's non-expert blocks */
     bool host_fits, run_host_fits;/* weights + KV on the host within cpu_mem (true when not checked) */
