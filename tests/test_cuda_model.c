@@ -22,13 +22,8 @@ static int argmax(const float *v, size_t n) {
 static void check_file(const char *dir, const char *file, const char *ll_type) {
     char path[256];
     snprintf(path, sizeof path, "models/%s/%s", dir, file);
-    ds_model *m;
-    ds_error err = { 0 };
-    ds_model_params mp = { .path = ds_test_data(path) };
-    if (ds_model_load(&mp, &m, &err)) {
-        CHECK(0, "load %s: %s", path, err.msg);
-        return;
-    }
+    ds_model *m = ds_test_load_model(path);
+    if (!m) return;
     char cases_path[256];
     snprintf(cases_path, sizeof cases_path, "models/%s/cases.json", dir);
     const char *cases[] = { "one", "short", "mid", "long" };

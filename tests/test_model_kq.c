@@ -12,13 +12,8 @@
 static void check_file(const char *type) {
     char path[256];
     snprintf(path, sizeof path, "models/dsv3_kq/dsv3_kq-%s.gguf", type);
-    ds_model *m;
-    ds_error err = { 0 };
-    ds_model_params mp = { .path = ds_test_data(path) };
-    if (ds_model_load(&mp, &m, &err)) {
-        CHECK(0, "load %s: %s", path, err.msg);
-        return;
-    }
+    ds_model *m = ds_test_load_model(path);
+    if (!m) return;
     const char *cases[] = { "short", "mid" };
     const int L = m->hp.n_layer, k = m->hp.n_expert_used;
     const size_t V = (size_t)m->hp.n_vocab;

@@ -64,13 +64,8 @@ static double resolve_tie(const ds_model *m, const char *dev, ds_type kv, const 
  * - F16 KV: 2e-3 (measured below ~5e-4): the cached latent is rounded to
  *   f16 (rel 2^-11 per value), which perturbs every score and value. */
 static void check_model(const char *file) {
-    ds_model *m;
-    ds_error err = { 0 };
-    ds_model_params mp = { .path = ds_test_data(file) };
-    if (ds_model_load(&mp, &m, &err)) {
-        CHECK(0, "load %s: %s", file, err.msg);
-        return;
-    }
+    ds_model *m = ds_test_load_model(file);
+    if (!m) return;
     struct { const char *dev; ds_type kv; double bound, tie; } runs[] = {
         { "ref", DS_TYPE_F32, 1e-5, 1e-4 }, { "cpu", DS_TYPE_F32, 1e-4, 1e-4 },
         { "ref", DS_TYPE_F16, 2e-3, 1e-3 }, { "cpu", DS_TYPE_F16, 2e-3, 1e-3 },

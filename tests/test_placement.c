@@ -10,14 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static ds_model *load(const char *rel) {
-    ds_model *m = NULL;
-    ds_error err = { 0 };
-    ds_model_params mp = { .path = ds_test_data(rel) };
-    if (ds_model_load(&mp, &m, &err)) fprintf(stderr, "load %s: %s\n", rel, err.msg);
-    return m;
-}
-
 /* the device of the named tensor, -2 if absent */
 static int dev_of(const ds_model *m, const char *name) {
     const ds_tensor *all[] = { &m->token_embd, &m->output, &m->output_norm };
@@ -173,7 +165,7 @@ static void test_plan(ds_model *m) {
  * standing in for CUDA0 under several placements. Routing is pinned to
  * the cpu run's choice so a near-tie cannot flip an expert. */
 static void test_dispatch(void) {
-    ds_model *m = load("models/dsv3_kq/dsv3_kq-Q3_K_M.gguf");
+    ds_model *m = ds_test_load_model("models/dsv3_kq/dsv3_kq-Q3_K_M.gguf");
     CHECK(m != NULL, "load kq");
     if (!m) return;
     int32_t ids[64];
@@ -237,8 +229,8 @@ static void test_dispatch(void) {
 
 int main(void) {
     test_parse();
-    ds_model *legacy = load("models/dsv3_tiny/dsv3_tiny-f16-legacy.gguf");
-    ds_model *mla = load("models/dsv3_tiny/dsv3_tiny-f16-mla.gguf");
+    ds_model *legacy = ds_test_load_model("models/dsv3_tiny/dsv3_tiny-f16-legacy.gguf");
+    ds_model *mla = ds_test_load_model("models/dsv3_tiny/dsv3_tiny-f16-mla.gguf");
     CHECK(legacy && mla, "load tiny");
     if (legacy) test_apply(legacy);
     if (mla) {

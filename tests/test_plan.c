@@ -4,6 +4,7 @@
  * prediction equals its formulas on hand-computed loads and reproduces the
  * H200 calibration, and the command's usage errors exit 2. No GPU needed. */
 #include "testutil.h"
+#include "cases.h"
 #include "backend/cuda_scratch.h"
 #include "model/plan_predict.h"
 
@@ -11,14 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-
-static ds_model *load(const char *rel) {
-    ds_model *m = NULL;
-    ds_error err = { 0 };
-    ds_model_params mp = { .path = ds_test_data(rel) };
-    if (ds_model_load(&mp, &m, &err)) fprintf(stderr, "load %s: %s\n", rel, err.msg);
-    return m;
-}
 
 static ds_plan_limits limits(const ds_model *m, int n_gpu, uint64_t gpu0, uint64_t gpu1) {
     ds_plan_limits l;
@@ -56,7 +49,7 @@ static int experts_on(const ds_model *m, int dev) {
 }
 
 static void test_choose(const char *rel) {
-    ds_model *m = load(rel);
+    ds_model *m = ds_test_load_model(rel);
     CHECK(m != NULL, "load %s", rel);
     if (!m) return;
     const int nl = m->hp.n_layer, n_moe = nl - m->hp.n_dense_lead;
@@ -138,7 +131,7 @@ static void test_choose(const char *rel) {
 }
 
 static void test_rule(void) {
-    ds_model *m = load("models/dsv3_tiny/dsv3_tiny-f16-mla.gguf");
+    ds_model *m = ds_test_load_model("models/dsv3_tiny/dsv3_tiny-f16-mla.gguf");
     if (!m) return;
     char b[256];
     CHECK(ds_plan_ot_rule(m, 0, 4, 0, b, sizeof b) && !strcmp(b, "blk\\.(1|2|3)\\.ffn_.*_exps=CUDA0"), "rule '%s'", b);
@@ -209,7 +202,7 @@ static void test_cli(void) {
     char mdl[1024], a[1200];
     snprintf(mdl, sizeof mdl, "%s", ds_test_data("models/dsv3_tiny/dsv3_tiny-f16-mla.gguf"));
     /* the limits the library computes for the tiny model, passed in GiB */
-    ds_model *m = load("models/dsv3_tiny/dsv3_tiny-f16-mla.gguf");
+    ds_model *m = ds_test_load_model("models/dsv3_tiny/dsv3_tiny-f16-mla.gguf");
     if (!m) return;
     ds_plan_limits lim = limits(m, 1, 0, 0);
     const double need0 = (double)non_expert_need(m, &lim) / 1073741824.0;

@@ -172,12 +172,7 @@ int ds_cli_model_opt(ds_cli_model_opts *o, int argc, char **argv, int *i) {
 }
 
 uint64_t ds_cli_gpu_scratch(const ds_model *m, int ub) {
-#ifdef DSINFER_HAVE_CUDA
     return ds_cuda_scratch_bytes(&m->hp, ub) + ds_placement_stream_bytes(m);
-#else
-    (void)m; (void)ub;
-    return 0;
-#endif
 }
 
 /* -ngl as given, or all layers with --device cuda, none otherwise */

@@ -53,7 +53,9 @@ ds_status ds_cli_prepare(const ds_cli_model_opts *o, ds_model *m, const char **d
 /* Applies o's placement to a loaded model (n_gpus: GPUs to check device
  * names against; -1 = those visible). Prints the error. */
 ds_status ds_cli_place(const ds_cli_model_opts *o, ds_model *m, int n_gpus);
-/* GPU scratch bytes the CUDA backend allocates for micro-batch ub (0 without CUDA). */
+/* GPU scratch bytes the CUDA backend allocates for micro-batch ub with the
+ * model's placement (the prefill stage included); plain C, so plans print it
+ * in builds without CUDA too. */
 uint64_t ds_cli_gpu_scratch(const ds_model *m, int ub);
 
 

@@ -327,9 +327,9 @@ int ds_cmd_bench(int argc, char **argv) {
     const bool gpu = !strcmp(o.device, "cuda");
     ds_plan plan;
     ds_plan_compute(m, o.n_ctx, 2, 0, &plan);
-    if (!gpu || ds_placement_uses_gpu(m) == false) { /* everything on one device */
+    if (!gpu) { /* ref/cpu: every block on the host, whatever a placement said */
         memset(plan.step, 0, sizeof plan.step);
-        plan.step[gpu ? 1 : 0] = ds_model_decode_bytes(m);
+        plan.step[0] = ds_model_decode_bytes(m);
     }
     ds_bench_bw bw = { 0 };
     ds_error err = { 0 };

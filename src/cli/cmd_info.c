@@ -2,7 +2,6 @@
  * hyperparameters, tensor count and bytes by type, KV bytes per token, and
  * the bytes one batch-1 decode step reads. */
 #include "cli.h"
-#include "../backend/cuda_scratch.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -77,7 +76,7 @@ int ds_cmd_info(int argc, char **argv) {
     ds_plan p;
     const int ub = o.n_ubatch < o.n_batch ? o.n_ubatch : o.n_batch;
     /* GPU scratch as the CUDA backend allocates it, even in a build without CUDA */
-    ds_plan_compute(m, o.n_ctx, o.kv_type == DS_TYPE_F32 ? 4 : 2, ds_cuda_scratch_bytes(hp, ub) + ds_placement_stream_bytes(m), &p);
+    ds_plan_compute(m, o.n_ctx, o.kv_type == DS_TYPE_F32 ? 4 : 2, ds_cli_gpu_scratch(m, ub), &p);
     ds_plan_print(&p, stdout);
     ds_model_free(m);
     return 0;
