@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# test.sh: the whole test suite, as CI runs it: a Release build and its ctest
-# run, the same suite under ASan+UBSan, and a bounded fuzz run of the GGUF
-# parser. Exits non-zero on any failure.
+# test.sh: the whole test suite, as CI runs it: a compile-only CUDA build,
+# bounded fuzz runs of the GGUF and request parsers, the ctest suite under
+# ASan+UBSan, and the Release build's ctest suite. Exits non-zero on any
+# failure; the last line sums all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -23,20 +24,8 @@ run_ctest() {
   skipped=$((skipped + skip))
 }
 
-echo "== release build + tests"
-scripts/build.sh build
-# the Node API test uses the official `openai` package (pinned in package-lock.json)
-if [ -f tests/node/package-lock.json ] && [ ! -d tests/node/node_modules/openai ]; then
-  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error || echo "npm ci failed: the node test will skip"
-fi
-run_ctest release --test-dir build --output-on-failure -j"$jobs"
-
-echo "== ASan+UBSan build + tests"
-scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_SANITIZE=ON
-# the soak's RSS gate is the Release run's; under ASan 20 s of load and LSan at exit
-DS_SOAK_SECONDS=20 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run_ctest asan --test-dir build-asan --output-on-failure -j"$jobs"
-
+# Order: the checks without ctest output first (CUDA compile, fuzz), then the
+# two ctest runs, so the log ends with the Release suite's results.
 echo "== CUDA backend: compile-only (CI has nvcc, no GPU; the CUDA tests skip)"
 bash scripts/device/cuda-compile-check.sh 2>&1 | tee "$logs/cuda-compile.log"
 if grep -q 'no nvcc, skipped' "$logs/cuda-compile.log"; then skipped=$((skipped + 1)); else passed=$((passed + 1)); fi
@@ -61,6 +50,20 @@ if ! build-fuzz/fuzz/fuzz_request -max_total_time=20 -artifact_prefix=build-fuzz
 fi
 grep -E '^Done' "$logs/fuzz-request.log" || true
 passed=$((passed + 1))
+
+echo "== ASan+UBSan build + tests"
+scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSINFER_SANITIZE=ON
+# the soak's RSS gate is the Release run's; under ASan 20 s of load and LSan at exit
+DS_SOAK_SECONDS=20 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_ctest asan --test-dir build-asan --output-on-failure -j"$jobs"
+
+echo "== release build + tests"
+scripts/build.sh build
+# the Node API test uses the official `openai` package (pinned in package-lock.json)
+if [ -f tests/node/package-lock.json ] && [ ! -d tests/node/node_modules/openai ]; then
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error || echo "npm ci failed: the node test will skip"
+fi
+run_ctest release --test-dir build --output-on-failure -j"$jobs"
 
 # the closing line CI reads: ctest cases of both builds, the CUDA compile check
 # and the two fuzz runs
