@@ -189,12 +189,28 @@ static void check_model(ds_synth_mix mix, bool legacy) {
     for (int ki = 0; ki < 3; ki++) {
         int32_t *route = calloc((size_t)L * n * k, sizeof *route);
         float *ref = ds_test_prefill(m, "ref", kvs[ki], 512, 1, ids, n, route, NULL, NULL);
+        /* f32 GEMV for every product first (tight bounds), the tensor-core GEMM after */
+        setenv("DSINFER_GEMM_MIN_ROWS", "0", 1);
         setenv("DSINFER_CUDA_FORWARD", "0", 1); /* the blocks, so routing can be pinned */
         float *blk = ds_test_prefill(m, "cuda", kvs[ki], 5, 1, ids, n, NULL, route, NULL);
         unsetenv("DSINFER_CUDA_FORWARD");
         float *fwd = ds_test_prefill(m, "cuda", kvs[ki], 512, 1, ids, n, NULL, NULL, NULL);
         float *dec = ds_test_decode_steps(m, "cuda", kvs[ki], 4, 0, ids, n); /* kv_block 4: several blocks */
-        CHECK(ref && blk && fwd && dec, "runs");
+        setenv("DSINFER_GEMM_MIN_ROWS", "17", 1); /* the 19-row prefill on tensor cores, decode on the GEMV */
+        setenv("DSINFER_CUDA_FORWARD", "0", 1);
+        float *tc = ds_test_prefill(m, "cuda", kvs[ki], 512, 1, ids, n, NULL, route, NULL);
+        unsetenv("DSINFER_CUDA_FORWARD");
+        unsetenv("DSINFER_GEMM_MIN_ROWS");
+        CHECK(ref && blk && fwd && dec && tc, "runs");
+        if (ref && tc) {
+            /* Bound 5e-3: each GEMM output is within 2^-10 of sum|w x| (f16 rounding
+             * of both factors, test_cuda_gemm), a few products per layer, routing pinned */
+            const double e_tc = ds_test_rel_l2(tc, ref, n * V);
+            printf("model %-7s%s kv %-4s: tensor-core GEMM (pinned) vs ref %.2e\n", ds_synth_mix_name(mix),
+                   legacy ? " legacy" : "", ds_type_info(kvs[ki])->name, e_tc);
+            CHECK(e_tc <= 5e-3, "GEMM blocks vs ref %.3e", e_tc);
+        }
+        free(tc);
         if (ref && blk && fwd && dec) {
             /* Bound 1e-4: f32 accumulation against ref's double over 3 tiny layers
              * with identical routing and identically rounded cache rows. */

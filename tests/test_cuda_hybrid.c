@@ -118,6 +118,29 @@ static void check_file(const char *rel, const char *cases_rel, double bound) {
             /* each row's experts are computed the same way whatever the batch: bit-close */
             CHECK(e_dec <= 1e-5 && e_ub <= 1e-5, "%s %s hook decode %.3e, ub 5 %.3e vs prefill", rel, cases[ci], e_dec, e_ub);
         }
+        /* streamed prefill (every micro-batch streams its used experts to the
+         * GPU's stage; the first layer always does), on the f32 GEMV and on the
+         * tensor-core GEMM (f16 products: its own bound, 5e-3 as in test_cuda_model) */
+        place(m, 99, true, 0);
+        setenv("DSINFER_STREAM_ROWS", "1", 1);
+        setenv("DSINFER_GEMM_MIN_ROWS", "0", 1);
+        float *streamed = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 0, ids, n, NULL, NULL, NULL);
+        setenv("DSINFER_GEMM_MIN_ROWS", "1", 1);
+        float *streamed_tc = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 0, ids, n, NULL, NULL, NULL);
+        unsetenv("DSINFER_STREAM_ROWS");
+        /* against the all-GPU run on the GEMM too: unpinned runs with f16 and
+         * f32 products may route near-ties differently (the quantized model) */
+        place(m, 0, false, 0);
+        float *gpu_tc = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 0, ids, n, NULL, NULL, NULL);
+        unsetenv("DSINFER_GEMM_MIN_ROWS");
+        CHECK(streamed && streamed_tc && gpu_tc, "%s %s streamed prefill ran", rel, cases[ci]);
+        if (streamed && streamed_tc && gpu_tc && gpu) {
+            const double e_s = ds_test_rel_l2(streamed, gpu, n * V), e_st = ds_test_rel_l2(streamed_tc, gpu_tc, n * V);
+            printf("%-34s %-5s n %3d: streamed experts vs gpu %.2e, both on the tensor-core GEMM %.2e\n", rel,
+                   cases[ci], n, e_s, e_st);
+            CHECK(e_s <= bound && e_st <= bound, "%s %s streamed vs gpu %.3e, GEMM %.3e", rel, cases[ci], e_s, e_st);
+        }
+        free(streamed); free(streamed_tc); free(gpu_tc);
         free(route); free(cpu); free(gpu); free(hook); free(hook_dec); free(hook_ub); free(blocks); free(layers); free(ncm);
     }
     /* the hot-expert cache: half the experts of each CPU layer on the GPU; the

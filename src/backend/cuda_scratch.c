@@ -5,6 +5,11 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 int ds_cuda_scratch_rows(int max_rows) { return max_rows > DS_CU_LM_CHUNK ? max_rows : DS_CU_LM_CHUNK; }
 
+int64_t ds_cuda_moe_tiles(const ds_hparams *hp, int rows) {
+    const int64_t k = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
+    return max64(1, hp->n_expert) + (int64_t)rows * k / 32 + 1;
+}
+
 void ds_cuda_scratch_elems(const ds_hparams *hp, int rows, int64_t n[DS_CS_COUNT]) {
     const int64_t R = rows, E = hp->n_embd, H = hp->n_head, k = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
     const int64_t ffmax = max64(hp->n_ff, (int64_t)hp->n_ff_exp * max64(1, hp->n_expert_shared));
@@ -25,6 +30,13 @@ void ds_cuda_scratch_elems(const ds_hparams *hp, int rows, int64_t n[DS_CS_COUNT
     n[DS_CS_MOE_Y] = R * k * E;
     n[DS_CS_MOE_U] = R * k * F;
     n[DS_CS_MOE_IDX] = 2 * R * k;
+    /* the GEMM's f16 activations (two per element): the widest x any product
+     * reads (v_b's per-head latent H * kv_lora for V3), or the gathered expert rows */
+    int64_t ldx = max64(max64(E, hp->q_lora), max64(H * hp->d_qk, H * hp->kv_lora));
+    ldx = max64(ldx, max64(H * hp->d_v, ffmax));
+    n[DS_CS_XH] = (max64(R * ldx, R * k * max64(E, F)) + 1) / 2;
+    n[DS_CS_XINV] = R * k;
+    n[DS_CS_MOE_TILES] = 3 * ds_cuda_moe_tiles(hp, rows);
 }
 
 uint64_t ds_cuda_scratch_bytes(const ds_hparams *hp, int max_rows) {

@@ -14,10 +14,14 @@
 enum {
     DS_CS_H, DS_CS_A, DS_CS_Y, DS_CS_F, DS_CS_XN, DS_CS_CQ, DS_CS_Q, DS_CS_KVROW, DS_CS_QABS, DS_CS_OLAT,
     DS_CS_HEADS, DS_CS_FFA, DS_CS_FFB, DS_CS_RLOGIT, DS_CS_RW, DS_CS_MARGIN, DS_CS_ACT, DS_CS_LOGITS,
-    DS_CS_IDS, DS_CS_FORCED, DS_CS_FREQ, DS_CS_MOE_Y, DS_CS_MOE_U, DS_CS_MOE_IDX, DS_CS_COUNT
+    DS_CS_IDS, DS_CS_FORCED, DS_CS_FREQ, DS_CS_MOE_Y, DS_CS_MOE_U, DS_CS_MOE_IDX,
+    DS_CS_XH, DS_CS_XINV, DS_CS_MOE_TILES, DS_CS_COUNT
 };
 
 /* The rows scratch is sized for: max(max_rows, DS_CU_LM_CHUNK). */
+/* Grouped-MoE GEMM tiles for `rows` rows: every expert's partial tile plus
+ * the full ones (tiles of at least 32 rows). */
+int64_t ds_cuda_moe_tiles(const ds_hparams *hp, int rows);
 int ds_cuda_scratch_rows(int max_rows);
 /* Element counts (4-byte elements) of each buffer for `rows` rows. */
 void ds_cuda_scratch_elems(const ds_hparams *hp, int rows, int64_t n[DS_CS_COUNT]);

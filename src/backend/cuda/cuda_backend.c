@@ -8,6 +8,7 @@
 #include "cuda_internal.h"
 #include "attn.h"
 #include "cuda_check.h"
+#include "gemm.h"
 #include "gemv.h"
 #include "moe.h"
 #include "router.h"
@@ -158,22 +159,59 @@ static int upload_tensor(void *ctx, const ds_tensor *t, cu_w *dst) {
 
 /* ---- small helpers ------------------------------------------------------------- */
 
-/* y[n][ldy] (=|+=) W[row0 .. row0+M) x, x rows ldx apart */
-static int gemv(cu_impl *C, const cu_w *W, int64_t row0, int64_t M, const float *x, int64_t ldx, int n, float *y,
-                int64_t ldy, int accumulate) {
+/* A product of n activation rows runs on the tensor-core GEMM from
+ * gemm_min_rows rows on (prefill), else on the GEMV (decode, and graphs). */
+static bool use_gemm(const cu_impl *C, int type, int n, int64_t ldx, int64_t group_rows, int64_t group_stride) {
+    return C->gemm_min_rows > 0 && n >= C->gemm_min_rows && ds_cu_gemm_supported(type, ldx, group_rows, group_stride);
+}
+
+/* x's rows (cols wide, ldx apart) to f16 in C->xh, unless the caller said
+ * (C->x_ready) that x is unchanged since the last conversion and that
+ * conversion was of these rows: the second of two products with one input
+ * (gate and up, q_a and kv_a) */
+static int x_to_half(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int n) {
+    const bool same = C->x_ready && C->xh_src == x && C->xh_ldx == ldx && C->xh_cols == cols && C->xh_n == n;
+    C->x_ready = false;
+    if (same) return 0;
+    C->xh_src = x;
+    C->xh_ldx = ldx;
+    C->xh_cols = cols;
+    C->xh_n = n;
+    return ds_cu_to_half_rows(x, ldx, cols, n, C->xh, C->xinv, C->s);
+}
+
+/* y[n][ldy] (=|+=) W[row0 .. row0+M) x, x rows ldx apart; per head when
+ * group_rows > 0 (W rows [n_group][group_rows], group g reads x + g*group_stride) */
+static int product(cu_impl *C, const cu_w *W, int64_t row0, int64_t M, const float *x, int64_t ldx,
+                   int64_t group_rows, int64_t group_stride, int n, float *y, int64_t ldy, int accumulate) {
+    if (use_gemm(C, W->type, n, ldx, group_rows, group_stride)) {
+        const int64_t cols = group_rows > 0 ? ldx : W->K; /* per head: the whole row of slices */
+        int rc = x_to_half(C, x, ldx, cols, n);
+        if (rc) return rc;
+        ds_cu_gemm_params p = { .w = W->d + (size_t)row0 * W->row_bytes, .type = W->type, .K = W->K, .M = M,
+                                .row_bytes = W->row_bytes, .xh = C->xh, .inv = C->xinv, .ldx = ldx,
+                                .group_rows = group_rows, .group_stride = group_stride, .y = y, .ldy = ldy, .n = n,
+                                .accumulate = accumulate, .stream = C->s };
+        return ds_cu_gemm(&p);
+    }
+    C->x_ready = false;
     ds_cu_gemv_params p = { .w = W->d + (size_t)row0 * W->row_bytes, .type = W->type, .K = W->K, .M = M,
-                            .row_bytes = W->row_bytes, .x = x, .ldx = ldx, .y = y, .ldy = ldy, .n = n,
-                            .accumulate = accumulate, .stream = C->s };
+                            .row_bytes = W->row_bytes, .x = x, .ldx = ldx, .group_rows = group_rows,
+                            .group_stride = group_stride, .y = y, .ldy = ldy, .n = n, .accumulate = accumulate,
+                            .stream = C->s };
     return ds_cu_gemv(&p);
 }
 
-/* per-head GEMV: W rows [n_group][group_rows], group g reads x + g*group_stride */
+/* y[n][ldy] (=|+=) W[row0 .. row0+M) x, x rows ldx apart */
+static int gemv(cu_impl *C, const cu_w *W, int64_t row0, int64_t M, const float *x, int64_t ldx, int n, float *y,
+                int64_t ldy, int accumulate) {
+    return product(C, W, row0, M, x, ldx, 0, 0, n, y, ldy, accumulate);
+}
+
+/* per-head product: W rows [n_group][group_rows], group g reads x + g*group_stride */
 static int gemv_heads(cu_impl *C, const cu_w *W, const float *x, int64_t ldx, int64_t group_rows,
                       int64_t group_stride, int n, float *y, int64_t ldy) {
-    ds_cu_gemv_params p = { .w = W->d, .type = W->type, .K = W->K, .M = W->rows, .row_bytes = W->row_bytes,
-                            .x = x, .ldx = ldx, .group_rows = group_rows, .group_stride = group_stride, .y = y,
-                            .ldy = ldy, .n = n, .stream = C->s };
-    return ds_cu_gemv(&p);
+    return product(C, W, 0, W->rows, x, ldx, group_rows, group_stride, n, y, ldy, 0);
 }
 
 /* a CUDA error (already printed with file:line) as the block's status */
@@ -264,14 +302,17 @@ static int dev_attn(cu_impl *C, int il, int n, const float *h, float *out) {
     if ((rc = ds_cu_rmsnorm(h, E, (const float *)L->attn_norm.d, E, hp->rms_eps, n, C->xn, E, C->s))) return rc;
     if (hp->q_lora > 0) {
         if ((rc = gemv(C, &L->q_a, 0, hp->q_lora, C->xn, E, n, C->cq, hp->q_lora, 0))) return rc;
+        C->x_ready = true; /* kv_a reads xn too */
+        if ((rc = gemv(C, &L->kv_a, 0, LR + DR, C->xn, E, n, C->kvrow, LR + DR, 0))) return rc;
         if ((rc = ds_cu_rmsnorm(C->cq, hp->q_lora, (const float *)L->q_a_norm.d, hp->q_lora, hp->rms_eps, n, C->cq,
                                 hp->q_lora, C->s)))
             return rc;
         if ((rc = gemv(C, &L->q_b, 0, (int64_t)H * DQK, C->cq, hp->q_lora, n, C->q, (int64_t)H * DQK, 0))) return rc;
-    } else if ((rc = gemv(C, &L->q, 0, (int64_t)H * DQK, C->xn, E, n, C->q, (int64_t)H * DQK, 0))) {
-        return rc;
+    } else {
+        if ((rc = gemv(C, &L->q, 0, (int64_t)H * DQK, C->xn, E, n, C->q, (int64_t)H * DQK, 0))) return rc;
+        C->x_ready = true;
+        if ((rc = gemv(C, &L->kv_a, 0, LR + DR, C->xn, E, n, C->kvrow, LR + DR, 0))) return rc;
     }
-    if ((rc = gemv(C, &L->kv_a, 0, LR + DR, C->xn, E, n, C->kvrow, LR + DR, 0))) return rc;
     prof_end(C, P_APROJ, 0);
     prof_begin(C);
     if ((rc = ds_cu_kv_store(C->kvrow, n, LR, DR, (const float *)L->kv_a_norm.d, hp->rms_eps, C->freq, &C->view, il,
@@ -295,6 +336,7 @@ static int dev_ffn(cu_impl *C, const cu_w *gate, int64_t g0, const cu_w *up, int
     const int E = C->m->hp.n_embd;
     int rc;
     if ((rc = gemv(C, gate, g0, F, y, E, n, C->ffa, F, 0))) return rc;
+    C->x_ready = true; /* up reads y too */
     if ((rc = gemv(C, up, u0, F, y, E, n, C->ffb, F, 0))) return rc;
     if ((rc = ds_cu_silu_mul(C->ffa, C->ffb, F, F, n, C->ffa, F, C->s))) return rc;
     return gemv(C, down, 0, E, C->ffa, F, n, out, E, 0);
@@ -318,7 +360,12 @@ static int dev_route(cu_impl *C, int il, int n, const float *y, const int32_t *f
     const ds_hparams *hp = &C->m->hp;
     const cu_layer *L = &C->L[il];
     int rc;
-    if ((rc = gemv(C, &L->gate_inp, 0, hp->n_expert, y, hp->n_embd, n, C->rlogit, hp->n_expert, 0))) return rc;
+    /* router logits always in f32 (the GEMV): f16 inputs could flip near-tied
+     * expert choices, and this matrix is small */
+    ds_cu_gemv_params gp = { .w = L->gate_inp.d, .type = L->gate_inp.type, .K = L->gate_inp.K, .M = hp->n_expert,
+                             .row_bytes = L->gate_inp.row_bytes, .x = y, .ldx = hp->n_embd, .y = C->rlogit,
+                             .ldy = hp->n_expert, .n = n, .stream = C->s };
+    if ((rc = ds_cu_gemv(&gp))) return rc;
     ds_cu_route_params p = { .logits = C->rlogit, .bias = L->exp_bias.d ? (const float *)L->exp_bias.d : NULL,
                              .forced = forced, .ids = C->ids, .weights = C->rw, .margin = C->margin, .n = n,
                              .n_expert = hp->n_expert, .k = hp->n_expert_used, .n_group = hp->n_group,
@@ -345,6 +392,53 @@ static int dev_moe(cu_impl *C, int il, int n, const float *y, const int32_t *ids
     p.down = (ds_cu_exps){ L->down_exps.d, L->down_exps.type, L->down_exps.row_bytes,
                            (size_t)E * L->down_exps.row_bytes };
     return ds_cu_moe(&p);
+}
+
+/* The used experts of a grouped prefill on the tensor-core GEMM, one launch
+ * per matrix: tiles of up to tile_rows gathered rows, each naming its expert
+ * (cnt/off: rows per expert and their first gathered row; inputs in moe_y,
+ * outputs to moe_y). */
+static int moe_grouped_gemm(cu_impl *C, int il, const int *cnt, const int *off, int total) {
+    const ds_hparams *hp = &C->m->hp;
+    const cu_layer *L = &C->L[il];
+    const int64_t F = hp->n_ff_exp, E = hp->n_embd;
+    int used = 0;
+    for (int e = 0; e < hp->n_expert; e++) used += cnt[e] > 0;
+    const int tr = ds_cu_gemm_tile_rows(used ? (total + used - 1) / used : 1);
+    int nt = 0;
+    for (int e = 0; e < hp->n_expert; e++)
+        for (int r = 0; r < cnt[e]; r += tr) {
+            C->h_moe_tiles[3 * nt] = e;
+            C->h_moe_tiles[3 * nt + 1] = off[e] + r;
+            C->h_moe_tiles[3 * nt + 2] = cnt[e] - r < tr ? cnt[e] - r : tr;
+            nt++;
+        }
+    DS_CU_TRY(cudaMemcpyAsync(C->moe_tiles, C->h_moe_tiles, (size_t)nt * 3 * sizeof(int32_t), cudaMemcpyHostToDevice,
+                              C->s));
+    const bool fused = L->gate_up_exps.d != NULL;
+    const cu_w *g = fused ? &L->gate_up_exps : &L->gate_exps, *u = fused ? &L->gate_up_exps : &L->up_exps;
+    const size_t gstride = (size_t)(fused ? 2 * F : F) * g->row_bytes;
+    C->xh_src = NULL; /* xh now holds the gathered rows */
+    int rc;
+    if ((rc = ds_cu_to_half_rows(C->moe_y, E, E, total, C->xh, C->xinv, C->s))) return rc;
+    ds_cu_gemm_params p = { .w = g->d, .type = g->type, .K = E, .M = F, .row_bytes = g->row_bytes,
+                            .expert_bytes = gstride, .xh = C->xh, .inv = C->xinv, .ldx = E, .y = C->act, .ldy = F,
+                            .tiles = C->moe_tiles, .n_tiles = nt, .tile_rows = tr, .stream = C->s };
+    if ((rc = ds_cu_gemm(&p))) return rc;
+    p.w = fused ? g->d + (size_t)F * g->row_bytes : u->d;
+    p.type = u->type;
+    p.row_bytes = u->row_bytes;
+    p.expert_bytes = fused ? gstride : (size_t)F * u->row_bytes;
+    p.y = C->moe_u;
+    if ((rc = ds_cu_gemm(&p))) return rc;
+    if ((rc = ds_cu_silu_mul(C->act, C->moe_u, F, F, total, C->act, F, C->s))) return rc;
+    if ((rc = ds_cu_to_half_rows(C->act, F, F, total, C->xh, C->xinv, C->s))) return rc;
+    const cu_w *d = &L->down_exps;
+    p = (ds_cu_gemm_params){ .w = d->d, .type = d->type, .K = F, .M = E, .row_bytes = d->row_bytes,
+                             .expert_bytes = (size_t)E * d->row_bytes, .xh = C->xh, .inv = C->xinv, .ldx = F,
+                             .y = C->moe_y, .ldy = E, .tiles = C->moe_tiles, .n_tiles = nt, .tile_rows = tr,
+                             .stream = C->s };
+    return ds_cu_gemm(&p);
 }
 
 /* out += routed experts for a prefill: the (row, slot) pairs are grouped by
@@ -379,6 +473,11 @@ int cu_dev_moe_grouped(cu_impl *C, int il, int n, const float *y, const int32_t 
                               cudaMemcpyHostToDevice, C->s));
     if ((rc = ds_cu_gather_rows(y, C->moe_idx, total, E, C->moe_y, C->s))) return rc;
     const bool fused = L->gate_up_exps.d != NULL;
+    if (use_gemm(C, fused ? L->gate_up_exps.type : L->gate_exps.type, n, E, 0, 0) &&
+        (fused || ds_cu_gemm_supported(L->up_exps.type, E, 0, 0)) && ds_cu_gemm_supported(L->down_exps.type, F, 0, 0)) {
+        if ((rc = moe_grouped_gemm(C, il, cnt, off, total))) return rc;
+        return ds_cu_moe_combine(C->moe_y, C->moe_idx + (size_t)C->max_rows * k, w, n, k, E, out, C->s);
+    }
     for (int e = 0; e < NE; e++) {
         if (!cnt[e]) continue;
         const float *xe = C->moe_y + (size_t)off[e] * E;
@@ -649,11 +748,13 @@ static void cu_free(ds_backend *be) {
         free(C->host_exps);
         void *bufs[] = { C->stage, C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
                          C->heads, C->ffa, C->ffb, C->rlogit, C->rw, C->margin, C->act, C->logits, C->ids,
-                         C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx };
+                         C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx, C->xh,
+                         C->xinv, C->moe_tiles };
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
             if (bufs[i]) cudaFree(bufs[i]);
         if (C->h_in) cudaFreeHost(C->h_in);
         if (C->h_moe_idx) cudaFreeHost(C->h_moe_idx);
+        if (C->h_moe_tiles) cudaFreeHost(C->h_moe_tiles);
         if (C->h_ids) cudaFreeHost(C->h_ids);
         if (C->s) cudaStreamDestroy(C->s);
         free(C->L);
@@ -672,7 +773,8 @@ static int alloc_scratch(cu_impl *C, size_t *total_out, bool dry) {
         [DS_CS_RLOGIT] = (void **)&C->rlogit, [DS_CS_RW] = (void **)&C->rw, [DS_CS_MARGIN] = (void **)&C->margin,
         [DS_CS_ACT] = (void **)&C->act, [DS_CS_LOGITS] = (void **)&C->logits, [DS_CS_IDS] = (void **)&C->ids,
         [DS_CS_FORCED] = (void **)&C->forced, [DS_CS_FREQ] = (void **)&C->freq, [DS_CS_MOE_Y] = (void **)&C->moe_y,
-        [DS_CS_MOE_U] = (void **)&C->moe_u, [DS_CS_MOE_IDX] = (void **)&C->moe_idx,
+        [DS_CS_MOE_U] = (void **)&C->moe_u, [DS_CS_MOE_IDX] = (void **)&C->moe_idx, [DS_CS_XH] = (void **)&C->xh,
+        [DS_CS_XINV] = (void **)&C->xinv, [DS_CS_MOE_TILES] = (void **)&C->moe_tiles,
     };
     int64_t n[DS_CS_COUNT];
     ds_cuda_scratch_elems(&C->m->hp, C->max_rows, n);
@@ -708,6 +810,10 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     C->max_ctx = p->max_ctx > 0 ? p->max_ctx : hp->n_ctx_train;
     const char *g = getenv("DSINFER_CUDA_GRAPH");
     C->use_graph = !(g && g[0] == '0');
+    /* prefill products on tensor cores from this many rows (decode steps of up
+     * to GRAPH_MAX_ROWS rows replay graphs of GEMVs); 0 turns the GEMM off */
+    const char *gm = getenv("DSINFER_GEMM_MIN_ROWS");
+    C->gemm_min_rows = gm ? atoi(gm) : GRAPH_MAX_ROWS + 1;
     const char *pf = getenv("DSINFER_CUDA_PROFILE");
     C->prof = pf && pf[0] == '1';
     if (C->prof) C->use_graph = false; /* events with host syncs cannot sit in a graph */
@@ -780,6 +886,8 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     const size_t rk = (size_t)C->max_rows * (hp->n_expert_used > 0 ? hp->n_expert_used : 1);
     if (for_each_tensor(m, C, upload_tensor, &u) || (upload_progress(&u, true), 0) || alloc_scratch(C, &scratch, false) ||
         cudaMallocHost((void **)&C->h_moe_idx, 2 * rk * sizeof(int32_t)) != cudaSuccess ||
+        cudaMallocHost((void **)&C->h_moe_tiles, 3 * (size_t)ds_cuda_moe_tiles(hp, C->max_rows) * sizeof(int32_t)) !=
+            cudaSuccess ||
         cudaMallocHost((void **)&C->h_ids, rk * sizeof(int32_t)) != cudaSuccess ||
         cudaMallocHost((void **)&C->h_embd, (size_t)C->max_rows * hp->n_embd * sizeof(float)) != cudaSuccess ||
         cudaMallocHost((void **)&C->h_y, (size_t)C->max_rows * hp->n_embd * sizeof(float)) != cudaSuccess ||

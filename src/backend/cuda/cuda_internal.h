@@ -56,6 +56,18 @@ typedef struct cu_impl {
     float *moe_y, *moe_u;          /* [R*k][E] gathered inputs, then expert outputs; [R*k][F] up */
     int32_t *moe_idx;              /* device [2][R*k]: gathered row -> batch row, slot -> gathered row */
     int32_t *h_moe_idx, *h_ids;    /* pinned host mirrors ([2][R*k], [R*k]) */
+    /* tensor-core GEMM (gemm.h) for micro-batches of gemm_min_rows rows or more
+     * (DSINFER_GEMM_MIN_ROWS; 0 = never): activations converted to f16 in xh
+     * with per-row scales xinv, converted from xh_src (its shape beside it);
+     * x_ready: the caller says xh_src's contents did not change since */
+    int gemm_min_rows;
+    void *xh;
+    float *xinv;
+    bool x_ready;
+    const float *xh_src;
+    int64_t xh_ldx, xh_cols;
+    int xh_n;
+    int32_t *moe_tiles, *h_moe_tiles; /* grouped MoE tiles, device and pinned [max][3] */
     /* device KV (bound lazily to the engine's ds_kv: its geometry is known only then) */
     const ds_kv *kv;
     void *kv_pool;

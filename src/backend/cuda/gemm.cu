@@ -1,0 +1,245 @@
+/* gemm.cu: the prefill GEMM on tensor cores (see gemm.h).
+ *
+ * A block of 4 warps computes a 64 (weight rows) x BN (activation rows)
+ * tile of y. Per K step of 64: each thread dequantizes one 32-element chunk
+ * of one weight row (ds_cu_dq32, the same values as the CPU) to f16 in
+ * shared memory, the f16 activation rows are copied in with 16-byte loads,
+ * and each warp runs mma.sync m16n8k16 (f16 in, f32 accumulate) on its
+ * 32 x BN/2 part, fragments read with ldmatrix. Rows in shared memory are
+ * padded by 16 bytes so the 8 rows an ldmatrix phase reads hit distinct banks.
+ *
+ * Why f16 and not bf16: 11 significant bits against 8; weights of these
+ * models are far inside f16's range, and activations are scaled per row by
+ * a power of two (ds_cu_to_half_rows) so no value overflows and the scale
+ * comes back exactly. Each product is then exact to about 2^-11 relative,
+ * with f32 sums — test_cuda_gemm bounds it.
+ *
+ * The grid's x runs over the activation tiles, so the blocks that run at the
+ * same time share a weight tile (read from DRAM once) and the f16
+ * activations stay in L2. A grouped launch (MoE) takes its activation tiles
+ * from a list: tile i = rows [row0, row0 + rows) of expert e's gathered
+ * inputs, which use expert e's weights. */
+#include "gemm.h"
+#include "dequant.cuh"
+#include "cuda_check.h"
+
+#include <cuda_fp16.h>
+
+#define GM_BM 64      /* weight rows per block */
+#define GM_BK 64      /* K per step: two 32-element chunks per weight row */
+#define GM_PAD 8      /* f16 elements of padding per shared row */
+#define GM_LD (GM_BK + GM_PAD)
+#define GM_THREADS 128
+
+extern "C" int ds_cu_gemm_tile_rows(int avg_rows) { return avg_rows <= 32 ? 32 : avg_rows <= 64 ? 64 : 128; }
+
+/* ---- activations to f16 ----------------------------------------------------- */
+
+__global__ void to_half_kernel(const float *__restrict__ x, int64_t ldx, int64_t cols, __half *__restrict__ xh,
+                               float *__restrict__ inv) {
+    __shared__ float part[32];
+    const int r = blockIdx.x;
+    const float *src = x + (size_t)r * ldx;
+    float mx = 0.f;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, fabsf(src[i]));
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    mx = 0.f;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) mx = fmaxf(mx, part[i]);
+    /* absmax = f * 2^e with f in [0.5, 1): scaled by 2^(14 - e) it is in [2^13, 2^14) */
+    int e = 0;
+    if (mx > 0.f && isfinite(mx)) frexpf(mx, &e);
+    if (e < -100) e = -100;
+    const float sc = ldexpf(1.f, 14 - e);
+    __half *dst = xh + (size_t)r * ldx;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = __float2half_rn(src[i] * sc);
+    if (threadIdx.x == 0) inv[r] = ldexpf(1.f, e - 14);
+}
+
+extern "C" int ds_cu_to_half_rows(const float *x, int64_t ldx, int64_t cols, int n, void *xh, float *inv,
+                                  cudaStream_t s) {
+    if (n <= 0) return 0;
+    to_half_kernel<<<n, 256, 0, s>>>(x, ldx, cols, (__half *)xh, inv);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+/* ---- the tile kernel ---------------------------------------------------------- */
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+/* d += a (16x16, row) * b (16x8, col); f16 inputs, f32 accumulators */
+__device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Fragment ownership (PTX ISA, mma.m16n8k16 f16), lane = 4 g + t:
+ *   A (16 x 16, rows m, cols k): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
+ *   B (16 x 8, rows k, cols n):  b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g)
+ *   C (16 x 8):                  c0 c1 (g, 2t..2t+1), c2 c3 (g+8, 2t..2t+1)
+ * ldmatrix.x4 gives each lane, of matrix i (8 x 8 b16, addressed by lanes
+ * 8i..8i+7, one row each), row lane/4, elements 2(lane%4)..+1. So A from
+ * Ws[m][k]: lane addresses row m = lane % 16, k + 8 (lane / 16) -> a0..a3.
+ * B from Xs[n][k] (k contiguous = B's columns): matrices (n 0-7, k 0-7),
+ * (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15) -> b0 b1 of two n8 tiles;
+ * lane addresses row n = (lane & 7) + 8 (lane >> 4), k + 8 ((lane >> 3) & 1). */
+template <int T, int BN>
+__global__ void __launch_bounds__(GM_THREADS)
+gemm_kernel(ds_cu_gemm_params p) {
+    constexpr int NJ = BN / 16; /* n8 tiles per warp: warps split BN in two halves */
+    __shared__ __align__(16) __half Ws[GM_BM][GM_LD];
+    __shared__ __align__(16) __half Xs[BN][GM_LD];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp >> 1, wn = warp & 1;
+    const int64_t m0 = (int64_t)blockIdx.y * GM_BM;
+    int64_t r0;
+    int nr;
+    const uint8_t *wb = (const uint8_t *)p.w;
+    if (p.tiles) {
+        const int32_t *t = p.tiles + 3 * blockIdx.x;
+        wb += (size_t)t[0] * p.expert_bytes;
+        r0 = t[1];
+        nr = t[2];
+    } else {
+        r0 = (int64_t)blockIdx.x * BN;
+        nr = p.n - r0 < BN ? (int)(p.n - r0) : BN;
+    }
+    const int64_t goff = p.group_rows > 0 ? (m0 / p.group_rows) * p.group_stride : 0;
+    const __half *xb = (const __half *)p.xh + (size_t)r0 * p.ldx + goff;
+
+    float acc[2][NJ][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) acc[i][j][c] = 0.f;
+
+    /* this thread's weight chunk: row wr (of 64), chunk wc (of 2) per step */
+    const int wr = tid >> 1, wc = tid & 1;
+    const bool w_live = m0 + wr < p.M;
+    const uint8_t *wrow = wb + (size_t)(w_live ? m0 + wr : 0) * p.row_bytes;
+    const int nchunks = (int)(p.K / 32);
+
+    for (int64_t k0 = 0; k0 < p.K; k0 += GM_BK) {
+        {
+            const int c = (int)(k0 / 32) + wc;
+            uint4 *dst = (uint4 *)&Ws[wr][wc * 32];
+            if (w_live && c < nchunks) {
+                float v[32];
+                ds_cu_dq32<T>(wrow, c, v);
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    __half2 h[4];
+#pragma unroll
+                    for (int i = 0; i < 4; i++) h[i] = __floats2half2_rn(v[8 * q + 2 * i], v[8 * q + 2 * i + 1]);
+                    dst[q] = *(const uint4 *)h;
+                }
+            } else {
+#pragma unroll
+                for (int q = 0; q < 4; q++) dst[q] = make_uint4(0, 0, 0, 0);
+            }
+        }
+        /* BN rows x 64 f16 = BN x 8 uint4 */
+#pragma unroll
+        for (int i = tid; i < BN * 8; i += GM_THREADS) {
+            const int row = i >> 3, col = (i & 7) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (row < nr && k0 + col < p.K) v = *(const uint4 *)(xb + (size_t)row * p.ldx + k0 + col);
+            *(uint4 *)&Xs[row][col] = v;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < GM_BK; kk += 16) {
+            uint32_t a[2][4];
+#pragma unroll
+            for (int i = 0; i < 2; i++) ldmatrix_x4(a[i], &Ws[wm * 32 + i * 16 + (lane & 15)][kk + 8 * (lane >> 4)]);
+#pragma unroll
+            for (int j = 0; j < NJ; j += 2) {
+                uint32_t b[4];
+                ldmatrix_x4(b, &Xs[wn * (BN / 2) + j * 8 + (lane & 7) + 8 * (lane >> 4)][kk + 8 * ((lane >> 3) & 1)]);
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    mma_16816(acc[i][j], a[i], b[0], b[1]);
+                    mma_16816(acc[i][j + 1], a[i], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int64_t m = m0 + wm * 32 + i * 16 + g + (c >= 2 ? 8 : 0);
+                const int n = wn * (BN / 2) + j * 8 + 2 * t + (c & 1);
+                if (m < p.M && n < nr) {
+                    float *dst = p.y + (size_t)(r0 + n) * p.ldy + m;
+                    const float v = acc[i][j][c] * p.inv[r0 + n];
+                    *dst = p.accumulate ? *dst + v : v;
+                }
+            }
+        }
+    }
+}
+
+extern "C" int ds_cu_gemm_supported(int type, int64_t ldx, int64_t group_rows, int64_t group_stride) {
+    switch (type) {
+#define X(t) case t:
+        DS_CU_FOR_TYPES(X)
+#undef X
+        break;
+    default: return 0;
+    }
+    return ldx % 8 == 0 && group_stride % 8 == 0 && (group_rows == 0 || group_rows % GM_BM == 0);
+}
+
+template <int T> static void launch_gemm(const ds_cu_gemm_params *p, int bn, unsigned nx) {
+    const dim3 grid(nx, (unsigned)((p->M + GM_BM - 1) / GM_BM));
+    if (bn == 32) gemm_kernel<T, 32><<<grid, GM_THREADS, 0, p->stream>>>(*p);
+    else if (bn == 64) gemm_kernel<T, 64><<<grid, GM_THREADS, 0, p->stream>>>(*p);
+    else gemm_kernel<T, 128><<<grid, GM_THREADS, 0, p->stream>>>(*p);
+}
+
+extern "C" int ds_cu_gemm(const ds_cu_gemm_params *p) {
+    if (p->M <= 0 || (p->tiles ? p->n_tiles <= 0 : p->n <= 0)) return 0;
+    if (p->K % 32 || !ds_cu_gemm_supported(p->type, p->ldx, p->group_rows, p->group_stride) ||
+        ((uintptr_t)p->xh & 15)) {
+        fprintf(stderr, "cuda error %s:%d: gemm: unsupported shape (type %d, K %lld, ldx %lld, group %lld/%lld)\n",
+                __FILE__, __LINE__, p->type, (long long)p->K, (long long)p->ldx, (long long)p->group_rows,
+                (long long)p->group_stride);
+        return (int)cudaErrorInvalidValue;
+    }
+    int bn;
+    unsigned nx;
+    if (p->tiles) {
+        bn = p->tile_rows;
+        nx = (unsigned)p->n_tiles;
+    } else {
+        bn = ds_cu_gemm_tile_rows(p->n);
+        nx = (unsigned)((p->n + bn - 1) / bn);
+    }
+    if (bn != 32 && bn != 64 && bn != 128) return (int)cudaErrorInvalidValue;
+    switch (p->type) {
+#define X(t) case t: launch_gemm<t>(p, bn, nx); break;
+        DS_CU_FOR_TYPES(X)
+#undef X
+    default: return (int)cudaErrorInvalidValue;
+    }
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
