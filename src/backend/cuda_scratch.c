@@ -37,6 +37,10 @@ void ds_cuda_scratch_elems(const ds_hparams *hp, int rows, int64_t n[DS_CS_COUNT
     n[DS_CS_XH] = (max64(R * ldx, R * k * max64(E, F)) + 1) / 2;
     n[DS_CS_XINV] = R * k;
     n[DS_CS_MOE_TILES] = 3 * ds_cuda_moe_tiles(hp, rows);
+    /* split-KV partials of the tensor-core MLA core: up to DS_CU_MLA_SPLIT_BLOCKS
+     * blocks of 64 heads, each an output row per head plus its max and sum
+     * (a GPU that wants more splits gets fewer: mla_tc.h) */
+    n[DS_CS_MLA_WORK] = (int64_t)DS_CU_MLA_SPLIT_BLOCKS * 64 * (hp->kv_lora + 2);
 }
 
 uint64_t ds_cuda_scratch_bytes(const ds_hparams *hp, int max_rows) {

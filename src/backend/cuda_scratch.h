@@ -9,13 +9,14 @@
 #define DS_CU_LM_CHUNK 16
 /* prefill micro-batches of at least this many rows stream host-placed experts
  * to the GPU instead of computing them on the CPU (DSINFER_STREAM_ROWS) */
+#define DS_CU_MLA_SPLIT_BLOCKS 256 /* split-KV blocks the MLA workspace holds */
 #define DS_CU_STREAM_ROWS 32 /* LM-head rows per pass (logits scratch [LM_CHUNK][n_vocab]) */
 
 enum {
     DS_CS_H, DS_CS_A, DS_CS_Y, DS_CS_F, DS_CS_XN, DS_CS_CQ, DS_CS_Q, DS_CS_KVROW, DS_CS_QABS, DS_CS_OLAT,
     DS_CS_HEADS, DS_CS_FFA, DS_CS_FFB, DS_CS_RLOGIT, DS_CS_RW, DS_CS_MARGIN, DS_CS_ACT, DS_CS_LOGITS,
     DS_CS_IDS, DS_CS_FORCED, DS_CS_FREQ, DS_CS_MOE_Y, DS_CS_MOE_U, DS_CS_MOE_IDX,
-    DS_CS_XH, DS_CS_XINV, DS_CS_MOE_TILES, DS_CS_COUNT
+    DS_CS_XH, DS_CS_XINV, DS_CS_MOE_TILES, DS_CS_MLA_WORK, DS_CS_COUNT
 };
 
 /* The rows scratch is sized for: max(max_rows, DS_CU_LM_CHUNK). */

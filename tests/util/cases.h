@@ -25,4 +25,13 @@ float *ds_test_decode_steps(const ds_model *m, const char *device, ds_type kv, i
 /* The same with the context's parameters as given. */
 float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n);
 
+/* CUDA backends made after this call: ds_test_cuda_f32() runs every product
+ * on the f32 GEMV and the attention core on the scalar f32 kernel (for the
+ * tight bounds); ds_test_cuda_tc(r) the tensor-core GEMM from r rows on and
+ * the tensor-core MLA core (f16/bf16 caches); ds_test_cuda_default() the
+ * backend's own choice. Environment variables, read at backend creation. */
+void ds_test_cuda_f32(void);
+void ds_test_cuda_tc(int gemm_min_rows);
+void ds_test_cuda_default(void);
+
 #endif

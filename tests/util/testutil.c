@@ -183,3 +183,20 @@ float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const i
     ds_ctx_free(c);
     return logits;
 }
+
+void ds_test_cuda_f32(void) {
+    setenv("DSINFER_GEMM_MIN_ROWS", "0", 1);
+    setenv("DSINFER_CUDA_MLA_TC", "0", 1);
+}
+
+void ds_test_cuda_tc(int gemm_min_rows) {
+    char v[16];
+    snprintf(v, sizeof v, "%d", gemm_min_rows);
+    setenv("DSINFER_GEMM_MIN_ROWS", v, 1);
+    unsetenv("DSINFER_CUDA_MLA_TC");
+}
+
+void ds_test_cuda_default(void) {
+    unsetenv("DSINFER_GEMM_MIN_ROWS");
+    unsetenv("DSINFER_CUDA_MLA_TC");
+}

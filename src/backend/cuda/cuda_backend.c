@@ -10,6 +10,7 @@
 #include "cuda_check.h"
 #include "gemm.h"
 #include "gemv.h"
+#include "mla_tc.h"
 #include "moe.h"
 #include "router.h"
 #include "rowops.h"
@@ -321,9 +322,12 @@ static int dev_attn(cu_impl *C, int il, int n, const float *h, float *out) {
     if ((rc = ds_cu_rope_q(C->q, n, H, DQK, hp->d_nope, DR, C->freq, C->view.pos, C->s))) return rc;
     /* q_nope -> latent per head (k_b rows [H][LR], x = q[r][h][0..d_nope)) */
     if ((rc = gemv_heads(C, &L->k_b, C->q, (int64_t)H * DQK, LR, DQK, n, C->qabs, (int64_t)H * LR))) return rc;
-    if ((rc = ds_cu_mla(C->qabs, C->q, n, H, DQK, hp->d_nope, LR, DR, (float)hp->kq_scale, &C->view, il, C->olat,
-                        C->s)))
-        return rc;
+    if (C->mla_tc && ds_cu_mla_tc_supported(C->view.kv_type, LR, DR, H))
+        rc = ds_cu_mla_tc(C->qabs, C->q, n, H, DQK, hp->d_nope, LR, DR, (float)hp->kq_scale, &C->view, il, C->olat,
+                          C->mla_work, C->mla_work_floats, C->s);
+    else
+        rc = ds_cu_mla(C->qabs, C->q, n, H, DQK, hp->d_nope, LR, DR, (float)hp->kq_scale, &C->view, il, C->olat, C->s);
+    if (rc) return rc;
     /* latent -> v per head (v_b rows [H][DV], x = olat[r][h]) */
     if ((rc = gemv_heads(C, &L->v_b, C->olat, (int64_t)H * LR, DV, LR, n, C->heads, (int64_t)H * DV))) return rc;
     prof_end(C, P_ACORE, 0);
@@ -749,7 +753,7 @@ static void cu_free(ds_backend *be) {
         void *bufs[] = { C->stage, C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
                          C->heads, C->ffa, C->ffb, C->rlogit, C->rw, C->margin, C->act, C->logits, C->ids,
                          C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx, C->xh,
-                         C->xinv, C->moe_tiles };
+                         C->xinv, C->moe_tiles, C->mla_work };
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
             if (bufs[i]) cudaFree(bufs[i]);
         if (C->h_in) cudaFreeHost(C->h_in);
@@ -775,6 +779,7 @@ static int alloc_scratch(cu_impl *C, size_t *total_out, bool dry) {
         [DS_CS_FORCED] = (void **)&C->forced, [DS_CS_FREQ] = (void **)&C->freq, [DS_CS_MOE_Y] = (void **)&C->moe_y,
         [DS_CS_MOE_U] = (void **)&C->moe_u, [DS_CS_MOE_IDX] = (void **)&C->moe_idx, [DS_CS_XH] = (void **)&C->xh,
         [DS_CS_XINV] = (void **)&C->xinv, [DS_CS_MOE_TILES] = (void **)&C->moe_tiles,
+        [DS_CS_MLA_WORK] = (void **)&C->mla_work,
     };
     int64_t n[DS_CS_COUNT];
     ds_cuda_scratch_elems(&C->m->hp, C->max_rows, n);
@@ -784,6 +789,7 @@ static int alloc_scratch(cu_impl *C, size_t *total_out, bool dry) {
         total += bytes;
         if (!dry) DS_CU_TRY(cudaMalloc(ptr[i], bytes));
     }
+    C->mla_work_floats = (size_t)n[DS_CS_MLA_WORK];
     *total_out = total;
     return 0;
 }
@@ -814,6 +820,9 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
      * to GRAPH_MAX_ROWS rows replay graphs of GEMVs); 0 turns the GEMM off */
     const char *gm = getenv("DSINFER_GEMM_MIN_ROWS");
     C->gemm_min_rows = gm ? atoi(gm) : GRAPH_MAX_ROWS + 1;
+    /* the attention core on tensor cores (f16/bf16 caches); 0: the f32 kernel */
+    const char *mt = getenv("DSINFER_CUDA_MLA_TC");
+    C->mla_tc = !(mt && mt[0] == '0');
     const char *pf = getenv("DSINFER_CUDA_PROFILE");
     C->prof = pf && pf[0] == '1';
     if (C->prof) C->use_graph = false; /* events with host syncs cannot sit in a graph */

@@ -68,6 +68,11 @@ typedef struct cu_impl {
     int64_t xh_ldx, xh_cols;
     int xh_n;
     int32_t *moe_tiles, *h_moe_tiles; /* grouped MoE tiles, device and pinned [max][3] */
+    /* MLA core on tensor cores (mla_tc.h, DSINFER_CUDA_MLA_TC=0 turns it off)
+     * with its split-KV workspace */
+    bool mla_tc;
+    float *mla_work;
+    size_t mla_work_floats;
     /* device KV (bound lazily to the engine's ds_kv: its geometry is known only then) */
     const ds_kv *kv;
     void *kv_pool;

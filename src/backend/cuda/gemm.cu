@@ -1,12 +1,17 @@
 /* gemm.cu: the prefill GEMM on tensor cores (see gemm.h).
  *
  * A block of 4 warps computes a 64 (weight rows) x BN (activation rows)
- * tile of y. Per K step of 64: each thread dequantizes one 32-element chunk
- * of one weight row (ds_cu_dq32, the same values as the CPU) to f16 in
- * shared memory, the f16 activation rows are copied in with 16-byte loads,
- * and each warp runs mma.sync m16n8k16 (f16 in, f32 accumulate) on its
- * 32 x BN/2 part, fragments read with ldmatrix. Rows in shared memory are
- * padded by 16 bytes so the 8 rows an ldmatrix phase reads hit distinct banks.
+ * tile of y. Quantized weights come in 256 columns at a time: the tile's
+ * raw blocks are copied to shared memory with coalesced 2-byte loads (a
+ * thread per weight row reading its own blocks from global memory made
+ * every load touch 16 rows' cache lines: ~200 GB/s of dequantized weights).
+ * Per K step of 64: each thread dequantizes one 32-element chunk of one
+ * weight row from there (ds_cu_dq32, the same values as the CPU) to f16,
+ * the f16 activation rows are copied in with 16-byte loads, and each warp
+ * runs mma.sync m16n8k16 (f16 in, f32 accumulate) on its 32 x BN/2 part,
+ * fragments read with ldmatrix. Rows in shared memory are padded by 16
+ * bytes so the 8 rows an ldmatrix phase reads hit distinct banks. Plain
+ * f32/f16/bf16 weights are read directly with 16-byte loads.
  *
  * Why f16 and not bf16: 11 significant bits against 8; weights of these
  * models are far inside f16's range, and activations are scaled per row by
@@ -30,6 +35,13 @@
 #define GM_PAD 8      /* f16 elements of padding per shared row */
 #define GM_LD (GM_BK + GM_PAD)
 #define GM_THREADS 128
+#define GM_RAW_K 256  /* weight columns staged raw per pass */
+
+/* raw bytes of GM_RAW_K columns of a quantized row (0: read directly) */
+template <int T> __host__ __device__ constexpr int gm_raw_bytes() {
+    if constexpr (T == DS_TYPE_F32 || T == DS_TYPE_F16 || T == DS_TYPE_BF16) return 0;
+    else return GM_RAW_K / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes;
+}
 
 extern "C" int ds_cu_gemm_tile_rows(int avg_rows) { return avg_rows <= 32 ? 32 : avg_rows <= 64 ? 64 : 128; }
 
@@ -97,6 +109,8 @@ template <int T, int BN>
 __global__ void __launch_bounds__(GM_THREADS)
 gemm_kernel(ds_cu_gemm_params p) {
     constexpr int NJ = BN / 16; /* n8 tiles per warp: warps split BN in two halves */
+    constexpr int RAW = gm_raw_bytes<T>();
+    __shared__ __align__(16) uint16_t raw[RAW ? GM_BM * RAW / 2 : 1];
     __shared__ __align__(16) __half Ws[GM_BM][GM_LD];
     __shared__ __align__(16) __half Xs[BN][GM_LD];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -132,12 +146,31 @@ gemm_kernel(ds_cu_gemm_params p) {
     const int nchunks = (int)(p.K / 32);
 
     for (int64_t k0 = 0; k0 < p.K; k0 += GM_BK) {
+        if constexpr (RAW > 0) {
+            if (k0 % GM_RAW_K == 0) { /* stage the next 256 columns of the 64 rows */
+                constexpr int W16 = RAW / 2;
+                const int64_t bytes0 = k0 / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes;
+                const int64_t left = (p.K - k0) / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes; /* K % blk == 0 */
+                const int live = left < RAW ? (int)left / 2 : W16;
+                for (int i = tid; i < GM_BM * W16; i += GM_THREADS) {
+                    const int row = i / W16, w16 = i - row * W16;
+                    uint16_t v = 0;
+                    if (m0 + row < p.M && w16 < live)
+                        v = *(const uint16_t *)(wb + (size_t)(m0 + row) * p.row_bytes + bytes0 + 2 * w16);
+                    raw[i] = v;
+                }
+                __syncthreads();
+            }
+        }
         {
             const int c = (int)(k0 / 32) + wc;
             uint4 *dst = (uint4 *)&Ws[wr][wc * 32];
             if (w_live && c < nchunks) {
                 float v[32];
-                ds_cu_dq32<T>(wrow, c, v);
+                if constexpr (RAW > 0)
+                    ds_cu_dq32<T>((const uint8_t *)raw + wr * RAW, (int)(k0 % GM_RAW_K) / 32 + wc, v);
+                else
+                    ds_cu_dq32<T>(wrow, c, v);
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
                     __half2 h[4];

@@ -1,0 +1,630 @@
+/* mla_tc.cu: the absorbed MLA attention core on tensor cores for f16/bf16
+ * latent caches (the contract of ds_cu_mla in attn.cu, which stays the
+ * oracle and the f32-cache path). Not RoPE, not the cache store.
+ *
+ * What it computes. For batch row r and head h the query is
+ * [qabs[r][h] | q_pe[r][h]] (D = kv_lora + d_rope), the keys are the row's
+ * cache rows t in [0, pos[r]], the values their first kv_lora entries:
+ *     o[h] = sum_t softmax_t(kq_scale * q[h] . k[t]) * k[t][0..kv_lora)
+ * Every head of a row reads the same cache rows (MQA), so a block takes one
+ * row and a tile of 16*MT heads as the M dimension of two small GEMMs per
+ * tile of NT cached tokens, on mma.sync m16n8k16 (f16 or bf16 in, f32
+ * accumulate; sm_80+ PTX, so one source serves sm_90a and sm_120):
+ *     S[heads][NT]  = Q[heads][D] . K[NT][D]^T      (scores)
+ *     O[heads][lora] += P[heads][NT] . K[NT][0..lora) (P = exp of S, online softmax)
+ *
+ * Warps. Two warps per 16-head m-tile (WPM). O for 16 heads x 512 in f32 is
+ * 256 registers per thread in one warp, too many; so the pair splits O's
+ * kv_lora columns (each warp 256 columns = 128 accumulators per thread) and,
+ * to share the work of S, the tile's tokens (each warp NT/2 tokens over all
+ * of D). The pair swaps its per-head tile maxima and its P (as f16/bf16)
+ * through shared memory with a 64-thread named barrier, so both warps
+ * multiply the whole token tile into their own O columns.
+ *
+ * Shared memory (halves; +8 pad per row puts the 8 rows an ldmatrix reads
+ * on different banks: the row pitch is an odd number of 16-byte chunks):
+ *     q   [16*MT][D+8]     the query tile, converted once per block
+ *     k   [2][NT][D+8]     the token tiles, double-buffered by cp.async; each
+ *                          token addressed through the block table (pages of
+ *                          any size), rows past the range zero-filled
+ *     p   [MT][16][NT+8]   probabilities of the current tile
+ *     f32 qscale[16*MT], red[warps][16] (tile maxima, then final sums)
+ * Configs: MT 4 / NT 32 (64 heads, 8 warps, 152 KiB at D = 576: Hopper's
+ * 227 KiB opt-in), MT 2 / NT 16 (32 heads, 4 warps, 75 KiB: fits sm_120's
+ * 99 KiB), MT 1 / NT 16 (<= 16 heads). The widest that fits the device and
+ * is not mostly padding is used; wider tiles read the cache fewer times.
+ *
+ * f16 range. A query head is scaled by 2^-e so its absmax lands in
+ * [2^11, 2^12) and 2^e is folded into that head's score scale (exact: a
+ * power of two). bf16 has f32's range and is not scaled. Scores are kept in
+ * log2 units (scale includes log2 e) and exponentiated with exp2f.
+ *
+ * Split-KV. With few rows (decode), n_split blocks share a row's tokens in
+ * whole tiles (chunks of at least MIN_CHUNK tokens, from pos[r] on the
+ * device, so one launch serves any context and CUDA graphs can replay it);
+ * each writes its normalised partial output, max and sum to the workspace
+ * and mla_tc_combine merges them by log-sum-exp weights. With many rows
+ * n_split is 1 and the blocks write olat directly. */
+#include "mla_tc.h"
+#include "cuda_check.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace {
+
+constexpr int WPM = 2;          /* warps per 16-head m-tile */
+constexpr int PAD = 8;          /* halves of padding per shared row */
+constexpr int MAX_LORA = 512;
+constexpr int MAX_ROPE = 64;
+constexpr int O_NT = MAX_LORA / WPM / 8; /* O n-tiles (8 columns) per warp at the widest */
+constexpr int MAX_SPLIT = 256;  /* combine's shared weight table */
+constexpr int MIN_CHUNK = 128;  /* tokens: a split smaller than this costs more in partials than it saves */
+constexpr float LOG2E = 1.4426950408889634f;
+
+/* Everything a block needs; shapes in the notation of attn.h. */
+struct mla_tc_params {
+    const float *qabs;  /* [n][n_head][kv_lora] */
+    const float *q;     /* [n][n_head][d_qk]; q_pe = q[r][h][d_nope .. d_nope + d_rope) */
+    float *olat;        /* [n][n_head][kv_lora], written when n_split == 1 */
+    float *po;          /* [n][n_split][n_head][kv_lora] normalised partial outputs (n_split > 1) */
+    float *pm;          /* [n][n_split][n_head] partial max, log2 units (-inf: empty split) */
+    float *pl;          /* [n][n_split][n_head] partial sum of probabilities (0: empty split) */
+    ds_cu_kv_view kv;   /* the paged cache; row_dim == kv_lora + d_rope */
+    int il;             /* layer */
+    int n, n_head, d_qk, d_nope, kv_lora, d_rope, n_split;
+    float kq_scale;
+};
+
+/* ---- PTX wrappers --------------------------------------------------------------
+ * m16n8k16 fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"), with
+ * g = lane / 4 and c = lane % 4; each register holds two adjacent 16-bit values:
+ *   A 16x16 (row-major) a0: (row g,   cols 2c, 2c+1)    a1: (row g+8, cols 2c, 2c+1)
+ *                       a2: (row g,   cols 2c+8, 2c+9)  a3: (row g+8, cols 2c+8, 2c+9)
+ *   B 16x8  (k x n)     b0: (k 2c, 2c+1; col g)         b1: (k 2c+8, 2c+9; col g)
+ *   C 16x8  (f32)       c0, c1: (row g, cols 2c, 2c+1)  c2, c3: (row g+8, cols 2c, 2c+1)
+ * ldmatrix .x4: lanes 8j..8j+7 give the row addresses of 8x8 matrix j and
+ * register j receives it, lane holding (row g, cols 2c, 2c+1); with .trans
+ * it holds (rows 2c, 2c+1; col g) of the stored matrix. .x2 uses lanes 0-15. */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t r[2], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+
+/* c += a . b on one 16x8x16 tile */
+template <bool BF> __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    if constexpr (BF)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* 16 bytes global -> shared, asynchronously; zero-filled (nothing read) when !valid */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+/* barrier of the WPM warps of m-tile mi (ids 1..4; 0 is __syncthreads).
+ * Constant ids, so ptxas reserves MT + 1 barriers rather than all 16. */
+template <int ID> __device__ __forceinline__ void named_sync() {
+    asm volatile("bar.sync %0, %1;\n" ::"n"(ID), "n"(32 * WPM) : "memory");
+}
+template <int MT> __device__ __forceinline__ void pair_sync(int mi) {
+    static_assert(MT <= 4, "barrier ids");
+    if (MT == 1 || mi == 0) named_sync<1>();
+    else if (mi == 1) named_sync<2>();
+    else if (MT > 2 && mi == 2) named_sync<3>();
+    else if (MT > 2) named_sync<4>();
+}
+
+/* two floats -> the mma input type, packed as one register */
+template <bool BF> struct elem2;
+template <> struct elem2<false> {
+    using T = __half2;
+    static __device__ __forceinline__ T pack(float a, float b) { return __floats2half2_rn(a, b); }
+};
+template <> struct elem2<true> {
+    using T = __nv_bfloat162;
+    static __device__ __forceinline__ T pack(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+
+/* ---- block pieces ------------------------------------------------------------- */
+
+/* element offset of token t of sequence table tab, layer il (attn.cu's addressing) */
+__device__ __forceinline__ size_t tok_off(const ds_cu_kv_view &kv, int il, int tab, int32_t t) {
+    const int32_t id = kv.tables[(size_t)tab * kv.max_blocks + t / kv.block_tokens];
+    return (((size_t)il * kv.n_blocks + id) * kv.block_tokens + t % kv.block_tokens) * kv.row_dim;
+}
+
+/* Tokens [*tb, *te] of a row ending at `last` that split `split` covers:
+ * chunks of whole NT-token tiles, at least MIN_CHUNK long; empty when *tb > *te. */
+__device__ __forceinline__ void split_range(int32_t last, int split, int n_split, int nt, int *tb, int *te) {
+    int chunk = (last + n_split) / n_split; /* ceil((last + 1) / n_split) */
+    chunk = (chunk + nt - 1) / nt * nt;
+    if (chunk < MIN_CHUNK) chunk = MIN_CHUNK;
+    *tb = split * chunk;
+    *te = min(last, *tb + chunk - 1);
+}
+
+/* Issues the cp.async copies of tokens [t0, t0 + NT) into dst [NT][QS]:
+ * NTHR / NT threads per token, so each thread looks up one block-table
+ * entry; tokens past te are zero-filled (P is 0 there, and 0 * garbage
+ * could be NaN in the P.V product). */
+template <int NT, int NTHR>
+__device__ __forceinline__ void load_k_tile(uint16_t *dst, const mla_tc_params &p, int tab, int t0, int te, int D,
+                                            int QS) {
+    constexpr int TPT = NTHR / NT;
+    static_assert(NTHR % NT == 0, "threads per token");
+    const int tok = threadIdx.x / TPT, sub = threadIdx.x % TPT, t = t0 + tok;
+    const bool valid = t <= te;
+    const uint16_t *src = (const uint16_t *)p.kv.pool + (valid ? tok_off(p.kv, p.il, tab, t) : 0);
+    const uint32_t d = smem_u32(dst + (size_t)tok * QS);
+    for (int c = sub; c < D / 8; c += TPT) cp_async16(d + c * 16, src + (valid ? c * 8 : 0), valid);
+}
+
+/* q[i][0..D) = the query of head h0 + i (zero for heads past n_head) in the
+ * mma type, and qscale[i] = the score scale in log2 units, 2^e included. */
+template <bool BF, int MT, int NW>
+__device__ void load_query(uint16_t *qs, float *qscale, const mla_tc_params &p, int r, int h0, int D, int QS) {
+    using E = elem2<BF>;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, L = p.kv_lora;
+    for (int i = warp; i < 16 * MT; i += NW) {
+        const int h = h0 + i;
+        typename E::T *dst = (typename E::T *)(qs + (size_t)i * QS);
+        if (h >= p.n_head) {
+            for (int c = lane; c < D / 2; c += 32) dst[c] = E::pack(0.f, 0.f);
+            if (lane == 0) qscale[i] = 0.f;
+            continue;
+        }
+        const float *qa = p.qabs + ((size_t)r * p.n_head + h) * L;
+        const float *qp = p.q + ((size_t)r * p.n_head + h) * p.d_qk + p.d_nope; /* query entry L + j */
+        int e = 0;
+        if constexpr (!BF) {
+            float amax = 0.f;
+            for (int j = lane; j < D; j += 32) amax = fmaxf(amax, fabsf(j < L ? qa[j] : qp[j - L]));
+            for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+            if (amax > 0.f && amax <= 3.4e38f) { /* amax < 2^x; NaN/inf: left unscaled */
+                frexpf(amax, &e);
+                e = max(-120, min(120, e - 12));
+            }
+        }
+        const float sc = ldexpf(1.f, -e);
+        for (int c = lane; c < D / 2; c += 32) { /* L is even: a pair never straddles qabs / q_pe */
+            const int j = 2 * c;
+            dst[c] = j < L ? E::pack(qa[j] * sc, qa[j + 1] * sc) : E::pack(qp[j - L] * sc, qp[j - L + 1] * sc);
+        }
+        if (lane == 0) qscale[i] = p.kq_scale * LOG2E * ldexpf(1.f, e);
+    }
+}
+
+/* s[n-tile][4] = Q(m-tile) . K^T for this warp's NSN*8 tokens of the tile.
+ * qa: this lane's ldmatrix address into q (row (lane&7) + 8*((lane>>3)&1),
+ * col 8*(lane>>4): matrices a0..a3); kb: into k at token (lane&7) + 8*(lane>>4),
+ * col 8*((lane>>3)&1) (matrices b0, b1 of n-tile 0, then of n-tile 1). */
+template <bool BF, int NSN>
+__device__ __forceinline__ void tile_scores(float s[NSN][4], uint32_t qa, uint32_t kb, int D, int QS) {
+#pragma unroll
+    for (int i = 0; i < NSN; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll 2
+    for (int k = 0; k < D; k += 16) {
+        uint32_t a[4];
+        ldsm_x4(a, qa + k * 2);
+#pragma unroll
+        for (int i = 0; i + 1 < NSN; i += 2) {
+            uint32_t b[4];
+            ldsm_x4(b, kb + (i * 8 * QS + k) * 2);
+            mma<BF>(s[i], a, b[0], b[1]);
+            mma<BF>(s[i + 1], a, b[2], b[3]);
+        }
+        if constexpr (NSN % 2) { /* lanes 0-15 of kb are n-tile NSN-1's b0, b1 rows */
+            uint32_t b[2];
+            ldsm_x2(b, kb + ((NSN - 1) * 8 * QS + k) * 2);
+            mma<BF>(s[NSN - 1], a, b[0], b[1]);
+        }
+    }
+}
+
+/* o += P(m-tile) . V over the NT tokens of the tile, for this warp's ndv
+ * n-tiles of O. pa: ldmatrix address into p (as qa); vb: into k at token
+ * (lane&7) + 8*((lane>>3)&1), column dv0 + 8*(lane>>4), read transposed:
+ * matrices b0, b1 of n-tile dv0, then of n-tile dv0 + 8. */
+template <bool BF, int NT>
+__device__ __forceinline__ void tile_pv(float o[O_NT][4], uint32_t pa, uint32_t vb, int ndv, int QS) {
+#pragma unroll
+    for (int ks = 0; ks < NT / 16; ks++) {
+        uint32_t a[4];
+        ldsm_x4(a, pa + ks * 16 * 2);
+#pragma unroll
+        for (int j = 0; j < O_NT; j += 2) {
+            if (j < ndv) {
+                uint32_t b[4];
+                ldsm_x4_trans(b, vb + (ks * 16 * QS + j * 8) * 2);
+                mma<BF>(o[j], a, b[0], b[1]);
+                mma<BF>(o[j + 1], a, b[2], b[3]);
+            }
+        }
+    }
+}
+
+/* max (or sum) of the four lanes that share a C row */
+__device__ __forceinline__ float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+/* A block with no tokens (a split past the row's end, or pos < 0): an empty
+ * partial, or zeros when it writes olat itself. */
+template <int MT>
+__device__ void write_empty(const mla_tc_params &p, int r, int split, int h0) {
+    const int L = p.kv_lora;
+    for (int i = threadIdx.x; i < 16 * MT * L; i += blockDim.x) {
+        const int h = h0 + i / L;
+        if (h >= p.n_head) continue;
+        if (p.n_split == 1) {
+            p.olat[((size_t)r * p.n_head + h) * L + i % L] = 0.f;
+        } else if (i % L == 0) {
+            const size_t at = ((size_t)r * p.n_split + split) * p.n_head + h;
+            p.pm[at] = -INFINITY;
+            p.pl[at] = 0.f;
+        }
+    }
+}
+
+/* grid (head tiles, n_split, n); block MT*WPM warps; dynamic shared memory smem_bytes(MT, NT, D). */
+template <bool BF, int MT, int NT>
+__global__ void __launch_bounds__(MT * WPM * 32, 1) mla_tc_kernel(const mla_tc_params p) {
+    constexpr int NW = MT * WPM, NTHR = NW * 32, TPW = NT / WPM, NSN = TPW / 8;
+    static_assert(TPW % 8 == 0 && NT % 16 == 0, "token split");
+    using E = elem2<BF>;
+    extern __shared__ __align__(16) uint8_t smem[];
+    const int L = p.kv_lora, D = L + p.d_rope, QS = D + PAD, PS = NT + PAD;
+    uint16_t *qs = (uint16_t *)smem;             /* [16 MT][QS] */
+    uint16_t *ks = qs + 16 * MT * QS;            /* [2][NT][QS] */
+    uint16_t *ps = ks + 2 * NT * QS;             /* [MT][16][PS] */
+    float *qscale = (float *)(ps + MT * 16 * PS); /* [16 MT] */
+    float *red = qscale + 16 * MT;               /* [NW][16] */
+
+    const int h0 = blockIdx.x * 16 * MT, split = blockIdx.y;
+    const int r = p.n - 1 - (int)blockIdx.z; /* last rows first: in a prefill they are the longest */
+    const int32_t last = p.kv.pos[r];
+    const int tab = p.kv.row_tab[r];
+    int tb, te;
+    split_range(last, split, p.n_split, NT, &tb, &te);
+    if (tb > te) {
+        write_empty<MT>(p, r, split, h0);
+        return;
+    }
+    const int n_tiles = (te - tb + NT) / NT;
+
+    load_k_tile<NT, NTHR>(ks, p, tab, tb, te, D, QS); /* tile 0 flies while the query converts */
+    cp_async_commit();
+    load_query<BF, MT, NW>(qs, qscale, p, r, h0, D, QS);
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, mi = warp / WPM, wq = warp % WPM;
+    const int g = lane >> 2, c = lane & 3;
+    const int ndv = L / WPM / 8, dv0 = wq * (L / WPM); /* this warp's O columns */
+    const int arow = (lane & 7) + ((lane >> 3) & 1) * 8, acol = (lane >> 4) * 8; /* A operand lane address */
+    const uint32_t qa = smem_u32(qs + (size_t)(mi * 16 + arow) * QS + acol);
+    const uint32_t pa = smem_u32(ps + (size_t)(mi * 16 + arow) * PS + acol);
+    const int kb = (wq * TPW + (lane & 7) + (lane >> 4) * 8) * QS + ((lane >> 3) & 1) * 8; /* halves into a k tile */
+    const int vb = arow * QS + dv0 + acol;
+    /* this lane's P pair in row g (row g + 8 is 4*PS pairs on) */
+    typename E::T *prow = (typename E::T *)(ps + (size_t)(mi * 16 + g) * PS + wq * TPW + 2 * c);
+
+    float o[O_NT][4];
+#pragma unroll
+    for (int j = 0; j < O_NT; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f; /* rows g and g + 8: running max, sum */
+
+#pragma unroll 1
+    for (int it = 0; it < n_tiles; it++) {
+        cp_async_wait_all();
+        __syncthreads(); /* tile `it` (and the query) visible; everyone is done with tile it - 1 */
+        if (it + 1 < n_tiles)
+            load_k_tile<NT, NTHR>(ks + ((it + 1) & 1) * NT * QS, p, tab, tb + (it + 1) * NT, te, D, QS);
+        cp_async_commit();
+        const uint32_t kt = smem_u32(ks + (it & 1) * NT * QS);
+
+        float s[NSN][4];
+        tile_scores<BF, NSN>(s, qa, kt + kb * 2, D, QS);
+
+        /* scale to log2 units, mask tokens past te, tile max per row */
+        const float sc0 = qscale[mi * 16 + g], sc1 = qscale[mi * 16 + g + 8];
+        const int t0 = tb + it * NT + wq * TPW + 2 * c;
+        float x0 = -INFINITY, x1 = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < NSN; i++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const bool ok = t0 + i * 8 + e <= te;
+                s[i][e] = ok ? s[i][e] * sc0 : -INFINITY;
+                s[i][2 + e] = ok ? s[i][2 + e] * sc1 : -INFINITY;
+                x0 = fmaxf(x0, s[i][e]);
+                x1 = fmaxf(x1, s[i][2 + e]);
+            }
+        x0 = quad_max(x0);
+        x1 = quad_max(x1);
+        if (c == 0) {
+            red[warp * 16 + g] = x0;
+            red[warp * 16 + g + 8] = x1;
+        }
+        pair_sync<MT>(mi);
+        float n0 = m0, n1 = m1; /* finite: token tb + it*NT is valid, and the pair sees it */
+#pragma unroll
+        for (int w = 0; w < WPM; w++) {
+            n0 = fmaxf(n0, red[(mi * WPM + w) * 16 + g]);
+            n1 = fmaxf(n1, red[(mi * WPM + w) * 16 + g + 8]);
+        }
+        const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1); /* 0 on the first tile */
+        m0 = n0;
+        m1 = n1;
+
+        /* P in the mma type; the sums take the rounded values, so O / l is
+         * exactly a weighted mean with the weights the product used */
+        float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+        for (int i = 0; i < NSN; i++) {
+            const typename E::T u0 = E::pack(exp2f(s[i][0] - m0), exp2f(s[i][1] - m0));
+            const typename E::T u1 = E::pack(exp2f(s[i][2] - m1), exp2f(s[i][3] - m1));
+            r0 += __low2float(u0) + __high2float(u0);
+            r1 += __low2float(u1) + __high2float(u1);
+            prow[i * 4] = u0;          /* n-tile i: 8 tokens = 4 pairs on */
+            prow[i * 4 + 4 * PS] = u1; /* row g + 8: 8 rows of PS halves */
+        }
+        l0 = l0 * a0 + r0;
+        l1 = l1 * a1 + r1;
+#pragma unroll
+        for (int j = 0; j < O_NT; j++) {
+            if (j < ndv) {
+                o[j][0] *= a0;
+                o[j][1] *= a0;
+                o[j][2] *= a1;
+                o[j][3] *= a1;
+            }
+        }
+        pair_sync<MT>(mi); /* P of both warps written */
+        tile_pv<BF, NT>(o, pa, kt + vb * 2, ndv, QS);
+    }
+
+    /* row sums over the quad, then over the pair (red is free: its last
+     * readers passed the pair barrier before tile_pv) */
+    l0 = quad_sum(l0);
+    l1 = quad_sum(l1);
+    if (c == 0) {
+        red[warp * 16 + g] = l0;
+        red[warp * 16 + g + 8] = l1;
+    }
+    pair_sync<MT>(mi);
+    l0 = l1 = 0.f;
+#pragma unroll
+    for (int w = 0; w < WPM; w++) {
+        l0 += red[(mi * WPM + w) * 16 + g];
+        l1 += red[(mi * WPM + w) * 16 + g + 8];
+    }
+
+    const int hA = h0 + mi * 16 + g, hB = hA + 8;
+    const float i0 = 1.f / l0, i1 = 1.f / l1; /* l >= 1: the max token has p = 1 */
+    float *dA, *dB;
+    if (p.n_split == 1) {
+        dA = p.olat + ((size_t)r * p.n_head + hA) * L;
+        dB = p.olat + ((size_t)r * p.n_head + hB) * L;
+    } else {
+        const size_t at = ((size_t)r * p.n_split + split) * p.n_head;
+        dA = p.po + (at + hA) * L;
+        dB = p.po + (at + hB) * L;
+        if (wq == 0 && c == 0 && hA < p.n_head) {
+            p.pm[at + hA] = m0;
+            p.pl[at + hA] = l0;
+        }
+        if (wq == 0 && c == 0 && hB < p.n_head) {
+            p.pm[at + hB] = m1;
+            p.pl[at + hB] = l1;
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < O_NT; j++) {
+        if (j < ndv) {
+            const int d = dv0 + j * 8 + 2 * c;
+            if (hA < p.n_head) *(float2 *)(dA + d) = make_float2(o[j][0] * i0, o[j][1] * i0);
+            if (hB < p.n_head) *(float2 *)(dB + d) = make_float2(o[j][2] * i1, o[j][3] * i1);
+        }
+    }
+}
+
+/* olat[r][h] = sum_s w_s po[r][s][h] / sum_s w_s, w_s = pl * 2^(pm - max pm):
+ * the splits' softmaxes rescaled to the common max. grid (n_head, n), 128 threads. */
+__global__ void __launch_bounds__(128) mla_tc_combine(const float *__restrict__ po, const float *__restrict__ pm,
+                                                      const float *__restrict__ pl, int n_split, int n_head, int L,
+                                                      float *__restrict__ olat) {
+    __shared__ float w[MAX_SPLIT];
+    const int h = blockIdx.x, r = blockIdx.y;
+    const size_t at = (size_t)r * n_split * n_head + h; /* split s at at + s * n_head */
+    float mx = -INFINITY;
+    for (int s = 0; s < n_split; s++)
+        if (pl[at + (size_t)s * n_head] > 0.f) mx = fmaxf(mx, pm[at + (size_t)s * n_head]);
+    for (int s = threadIdx.x; s < n_split; s += blockDim.x) {
+        const float l = pl[at + (size_t)s * n_head];
+        w[s] = l > 0.f ? l * exp2f(pm[at + (size_t)s * n_head] - mx) : 0.f;
+    }
+    __syncthreads();
+    float tot = 0.f;
+    for (int s = 0; s < n_split; s++) tot += w[s];
+    const float inv = tot > 0.f ? 1.f / tot : 0.f;
+    for (int d = threadIdx.x; d < L; d += blockDim.x) {
+        float acc = 0.f;
+        for (int s = 0; s < n_split; s++) /* empty splits never wrote po: skip, 0 * garbage may be NaN */
+            if (w[s] > 0.f) acc += w[s] * po[(at + (size_t)s * n_head) * L + d];
+        olat[((size_t)r * n_head + h) * L + d] = acc * inv;
+    }
+}
+
+/* ---- host side ------------------------------------------------------------------ */
+
+typedef void (*mla_tc_fn)(mla_tc_params);
+
+struct tc_cfg {
+    int mt, nt, threads;
+    size_t smem;   /* dynamic shared bytes */
+    mla_tc_fn fn;
+    int n_sm;      /* multiprocessors of the device */
+    int per_sm;    /* resident blocks per multiprocessor */
+};
+
+size_t smem_bytes(int mt, int nt, int D) {
+    return (size_t)(16 * mt * (D + PAD) + 2 * nt * (D + PAD) + mt * 16 * (nt + PAD)) * 2 +
+           (size_t)(16 * mt + mt * WPM * 16) * sizeof(float);
+}
+
+int tile_tokens(int mt) { return mt == 4 ? 32 : 16; }
+
+template <bool BF> mla_tc_fn kernel_for(int mt) {
+    if (mt == 4) return mla_tc_kernel<BF, 4, 32>;
+    if (mt == 2) return mla_tc_kernel<BF, 2, 16>;
+    return mla_tc_kernel<BF, 1, 16>;
+}
+
+bool shape_ok(int kv_type, int kv_lora, int d_rope, int n_head) {
+    return (kv_type == 1 || kv_type == 30) && kv_lora >= 64 && kv_lora <= MAX_LORA && kv_lora % 64 == 0 &&
+           d_rope >= 0 && d_rope <= MAX_ROPE && d_rope % 16 == 0 && n_head >= 1;
+}
+
+/* Shared-memory opt-in and SM count of the current device, without printing
+ * (ds_cu_mla_tc_supported asks on machines that may have no device). */
+cudaError_t device_limits(int *optin, int *n_sm) {
+    int dev;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(n_sm, cudaDevAttrMultiProcessorCount, dev);
+    return e;
+}
+
+/* The tile config for n_head on the current device: 64 heads per block when
+ * there are more than 32 heads and it fits, else 32, else 16. Also raises the
+ * kernel's dynamic shared limit (a function attribute: no stream work, so it
+ * is fine inside graph capture). 0 or a cudaError_t. */
+int pick_cfg(bool bf, int n_head, int D, tc_cfg *c) {
+    int optin = 0;
+    const cudaError_t e = device_limits(&optin, &c->n_sm);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* not sticky: the caller reports the code */
+        return (int)e;
+    }
+    int mt = n_head > 32 ? 4 : n_head > 16 ? 2 : 1;
+    while (mt > 1 && smem_bytes(mt, tile_tokens(mt), D) > (size_t)optin) mt /= 2;
+    c->mt = mt;
+    c->nt = tile_tokens(mt);
+    c->threads = mt * WPM * 32;
+    c->smem = smem_bytes(mt, c->nt, D);
+    if (c->smem > (size_t)optin) return (int)cudaErrorInvalidValue;
+    c->fn = bf ? kernel_for<true>(mt) : kernel_for<false>(mt);
+    DS_CU_TRY(cudaFuncSetAttribute(c->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem));
+    DS_CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->per_sm, c->fn, c->threads, c->smem));
+    if (c->per_sm < 1) c->per_sm = 1;
+    return 0;
+}
+
+/* Splits per row: enough blocks for one full wave of the device when the
+ * rows' head tiles alone fall short, no more than a row of t_max tokens can
+ * give MIN_CHUNK each, and never more than MAX_SPLIT. */
+int want_splits(int n, int n_ht, const tc_cfg &c, int64_t t_max) {
+    const int64_t base = (int64_t)n * n_ht, target = (int64_t)c.n_sm * c.per_sm;
+    if (base >= target) return 1;
+    int64_t s = target / base;
+    const int64_t useful = (t_max + MIN_CHUNK - 1) / MIN_CHUNK;
+    if (s > useful) s = useful;
+    if (s > MAX_SPLIT) s = MAX_SPLIT;
+    return s < 2 ? 1 : (int)s;
+}
+
+} // namespace
+
+extern "C" int ds_cu_mla_tc_supported(int kv_type, int kv_lora, int d_rope, int n_head) {
+    int optin = 0, n_sm = 0;
+    if (!shape_ok(kv_type, kv_lora, d_rope, n_head) || device_limits(&optin, &n_sm) != cudaSuccess) {
+        (void)cudaGetLastError(); /* no device: a quiet "no", not a sticky error */
+        return 0;
+    }
+    return smem_bytes(1, tile_tokens(1), kv_lora + d_rope) <= (size_t)optin;
+}
+
+extern "C" size_t ds_cu_mla_tc_work_floats(int n, int n_head, int kv_lora, int64_t max_ctx) {
+    tc_cfg c;
+    if (n <= 0 || n_head <= 0 || kv_lora <= 0 || pick_cfg(false, n_head, kv_lora + MAX_ROPE, &c)) return 0;
+    const int n_ht = (n_head + 16 * c.mt - 1) / (16 * c.mt);
+    size_t best = 0;
+    for (int m = 1; m <= n; m++) { /* fewer rows may split more ways */
+        const int ns = want_splits(m, n_ht, c, max_ctx);
+        const size_t need = ns > 1 ? (size_t)m * ns * n_head * (kv_lora + 2) : 0;
+        if (need > best) best = need;
+    }
+    return best;
+}
+
+extern "C" int ds_cu_mla_tc(const float *qabs, const float *q, int n, int n_head, int d_qk, int d_nope, int kv_lora,
+                            int d_rope, float kq_scale, const ds_cu_kv_view *kv, int il, float *olat, float *work,
+                            size_t work_floats, cudaStream_t s) {
+    if (n <= 0) return 0;
+    if (!shape_ok(kv->kv_type, kv_lora, d_rope, n_head) || kv->row_dim != kv_lora + d_rope || n > 65535)
+        return (int)cudaErrorInvalidValue;
+    const bool bf = kv->kv_type == 30;
+    tc_cfg c;
+    int rc = pick_cfg(bf, n_head, kv_lora + d_rope, &c);
+    if (rc) return rc;
+    const int n_ht = (n_head + 16 * c.mt - 1) / (16 * c.mt);
+    int ns = want_splits(n, n_ht, c, (int64_t)kv->max_blocks * kv->block_tokens);
+    const size_t per_split = (size_t)n * n_head * (kv_lora + 2);
+    if (ns > 1 && (!work || work_floats / per_split < (size_t)ns)) { /* a small workspace: fewer splits */
+        const size_t fit = work ? work_floats / per_split : 0;
+        ns = fit >= 2 ? (int)fit : 1;
+    }
+    mla_tc_params p;
+    p.qabs = qabs;
+    p.q = q;
+    p.olat = olat;
+    p.po = work;
+    p.pm = work ? work + (size_t)ns * n * n_head * kv_lora : NULL;
+    p.pl = work ? p.pm + (size_t)ns * n * n_head : NULL;
+    p.kv = *kv;
+    p.il = il;
+    p.n = n;
+    p.n_head = n_head;
+    p.d_qk = d_qk;
+    p.d_nope = d_nope;
+    p.kv_lora = kv_lora;
+    p.d_rope = d_rope;
+    p.n_split = ns;
+    p.kq_scale = kq_scale;
+    c.fn<<<dim3((unsigned)n_ht, (unsigned)ns, (unsigned)n), c.threads, c.smem, s>>>(p);
+    DS_CU_TRY_LAUNCH();
+    if (ns > 1) {
+        mla_tc_combine<<<dim3((unsigned)n_head, (unsigned)n), 128, 0, s>>>(p.po, p.pm, p.pl, ns, n_head, kv_lora, olat);
+        DS_CU_TRY_LAUNCH();
+    }
+    return 0;
+}
