@@ -28,10 +28,17 @@ done
 echo "=== ds2 prefill profile, GEMM on"
 DSINFER_CUDA_PROFILE=1 timeout 120 "$BUILD/cuda_bench" /tmp/ds2.gguf cuda 512 1 1 2>&1 | grep -v -e '^loaded' -e loading
 [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$(nproc)" >/dev/null
-for cfg in "" "DSINFER_CUDA_MLA_TC=0" "DSINFER_GEMM_MIN_ROWS=0 DSINFER_CUDA_MLA_TC=0"; do
+IFS=';' read -ra CFGS <<<"${CFGS:-;DSINFER_CUDA_MLA_TC=0;DSINFER_GEMM_MIN_ROWS=0 DSINFER_CUDA_MLA_TC=0}"
+for cfg in "${CFGS[@]}"; do
   echo "=== ds10, ${cfg:-tensor cores (default)}"
   env $cfg timeout 240 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 512 128 3 2>&1 | grep -v -e '^loaded' -e loading
 done
+if [ -n "${HYBRID:-}" ]; then
+  echo "=== ds10 hybrid: -ngl 99 --cpu-moe -t $(nproc)"
+  timeout 300 "$BUILD/dsinfer" bench -m /tmp/ds10.gguf -ngl 99 --cpu-moe -t "$(nproc)" -p 512 -n 64 -r 2 --verbose 2>&1 |
+    grep -vE 'loading|^dsinfer: note'
+fi
+[ -n "${NO_DEPTH:-}" ] && exit 0
 # the f32 attention core is quadratic and slow in prefill: depth 4096 at most
 for cfg in "" "DSINFER_CUDA_MLA_TC=0"; do
   d=${DEPTHS:-0,4096,16384}; [ -n "$cfg" ] && d=0,4096

@@ -42,6 +42,92 @@ template <int T> __host__ __device__ constexpr int gm_raw_bytes() {
     if constexpr (T == DS_TYPE_F32 || T == DS_TYPE_F16 || T == DS_TYPE_BF16) return 0;
     else return GM_RAW_K / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes;
 }
+/* their stride in shared memory: 16-byte multiples, so the K-quants' fields
+ * (all at 4-byte multiples inside a super-block) take 4-byte loads */
+template <int T> __host__ __device__ constexpr int gm_raw_stride() { return (gm_raw_bytes<T>() + 15) & ~15; }
+
+/* Byte k of w as the float 2^23 + byte (exact): one byte_perm instead of a
+ * shift, a mask and an int-to-float conversion, which runs at a quarter of
+ * the FMA rate and bounded the first version of the tile dequantization. */
+template <int k> __device__ __forceinline__ float gm_magic(uint32_t w) {
+    return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540 | k));
+}
+#define GM_2P23 8388608.0f
+
+/* 32 elements of chunk c (of a super-block, or 32-element block c) from a
+ * raw row in shared memory to f16 pairs: each value is the exact f32 value
+ * ds_cu_dq32 gives (these types' products are exact in f32), rounded once,
+ * so both paths give the same bits. The K-quants and q8_0 unpack four
+ * values per 32-bit word; the other types go through ds_cu_dq32. */
+template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c, __half2 h[16]) {
+    if constexpr (T == DS_TYPE_Q4_K || T == DS_TYPE_Q5_K) {
+        const int j = c & 7;
+        const float d = ds_cu_h2f(b), dmin = ds_cu_h2f(b + 2);
+        int sc, m;
+        ds_cu_k_scale_min(b + 4, j, &sc, &m);
+        const float dl = d * (float)sc, ml = dmin * (float)m;
+        const uint32_t *q = (const uint32_t *)(b + (T == DS_TYPE_Q4_K ? 16 : 48) + (j / 2) * 32);
+        const int shift = 4 * (j & 1);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            uint32_t x = (q[i] >> shift) & 0x0F0F0F0Fu;
+            if constexpr (T == DS_TYPE_Q5_K) x |= ((((const uint32_t *)(b + 16))[i] >> j) & 0x01010101u) << 4;
+            const float f0 = gm_magic<0>(x) - GM_2P23, f1 = gm_magic<1>(x) - GM_2P23;
+            const float f2 = gm_magic<2>(x) - GM_2P23, f3 = gm_magic<3>(x) - GM_2P23;
+            h[2 * i] = __floats2half2_rn(fmaf(dl, f0, -ml), fmaf(dl, f1, -ml));
+            h[2 * i + 1] = __floats2half2_rn(fmaf(dl, f2, -ml), fmaf(dl, f3, -ml));
+        }
+    } else if constexpr (T == DS_TYPE_Q3_K) {
+        const int j = c & 7;
+        const uint8_t *s = b + 96;
+        const float d = ds_cu_h2f(b + 108);
+        float dl[2];
+#pragma unroll
+        for (int t = 0; t < 2; t++) {
+            const int k = 2 * j + t;
+            const int lo = (s[k % 8] >> (4 * (k / 8))) & 0x0F, hi = (s[8 + k % 4] >> (2 * (k / 4))) & 0x03;
+            dl[t] = d * (float)((lo | (hi << 4)) - 32);
+        }
+        const uint32_t *qs = (const uint32_t *)(b + 32 + (j >> 2) * 32), *hm = (const uint32_t *)b;
+        const int shift = 2 * (j & 3);
+#pragma unroll
+        for (int i = 0; i < 8; i++) { /* x = low 2 bits | high bit << 2: the value is x - 4 */
+            const uint32_t x = ((qs[i] >> shift) & 0x03030303u) | (((hm[i] >> j) & 0x01010101u) << 2);
+            const float sc = dl[i / 4], off = GM_2P23 + 4.0f;
+            h[2 * i] = __floats2half2_rn(sc * (gm_magic<0>(x) - off), sc * (gm_magic<1>(x) - off));
+            h[2 * i + 1] = __floats2half2_rn(sc * (gm_magic<2>(x) - off), sc * (gm_magic<3>(x) - off));
+        }
+    } else if constexpr (T == DS_TYPE_Q6_K) {
+        const int j = c & 7, hh = j >> 2, s = j & 3;
+        const int8_t *scales = (const int8_t *)(b + 192);
+        const float d = ds_cu_h2f(b + 208);
+        const float dl0 = d * (float)scales[2 * j], dl1 = d * (float)scales[2 * j + 1];
+        const uint32_t *ql = (const uint32_t *)(b + 64 * hh + 32 * (s & 1)), *qh = (const uint32_t *)(b + 128 + 32 * hh);
+        const int sl = 4 * (s >> 1), sh = 2 * s;
+#pragma unroll
+        for (int i = 0; i < 8; i++) { /* x = 6 bits: the value is x - 32 */
+            const uint32_t x = ((ql[i] >> sl) & 0x0F0F0F0Fu) | (((qh[i] >> sh) & 0x03030303u) << 4);
+            const float sc = i < 4 ? dl0 : dl1, off = GM_2P23 + 32.0f;
+            h[2 * i] = __floats2half2_rn(sc * (gm_magic<0>(x) - off), sc * (gm_magic<1>(x) - off));
+            h[2 * i + 1] = __floats2half2_rn(sc * (gm_magic<2>(x) - off), sc * (gm_magic<3>(x) - off));
+        }
+    } else if constexpr (T == DS_TYPE_Q8_0) {
+        const uint8_t *blk = b + (size_t)c * 34; /* 2-byte aligned: 16-bit loads */
+        const float d = ds_cu_h2f(blk);
+        const uint16_t *q = (const uint16_t *)(blk + 2);
+#pragma unroll
+        for (int i = 0; i < 16; i++) { /* signed bytes + 128 via the sign bit */
+            const uint32_t x = (uint32_t)q[i] ^ 0x8080u;
+            const float off = GM_2P23 + 128.0f;
+            h[i] = __floats2half2_rn((gm_magic<0>(x) - off) * d, (gm_magic<1>(x) - off) * d);
+        }
+    } else {
+        float v[32];
+        ds_cu_dq32<T>(b, c, v);
+#pragma unroll
+        for (int i = 0; i < 16; i++) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+    }
+}
 
 extern "C" int ds_cu_gemm_tile_rows(int avg_rows) { return avg_rows <= 32 ? 32 : avg_rows <= 64 ? 64 : 128; }
 
@@ -109,8 +195,8 @@ template <int T, int BN>
 __global__ void __launch_bounds__(GM_THREADS)
 gemm_kernel(ds_cu_gemm_params p) {
     constexpr int NJ = BN / 16; /* n8 tiles per warp: warps split BN in two halves */
-    constexpr int RAW = gm_raw_bytes<T>();
-    __shared__ __align__(16) uint16_t raw[RAW ? GM_BM * RAW / 2 : 1];
+    constexpr int RAW = gm_raw_bytes<T>(), RAWS = gm_raw_stride<T>();
+    __shared__ __align__(16) uint16_t raw[RAW ? GM_BM * RAWS / 2 : 1];
     __shared__ __align__(16) __half Ws[GM_BM][GM_LD];
     __shared__ __align__(16) __half Xs[BN][GM_LD];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -157,7 +243,7 @@ gemm_kernel(ds_cu_gemm_params p) {
                     uint16_t v = 0;
                     if (m0 + row < p.M && w16 < live)
                         v = *(const uint16_t *)(wb + (size_t)(m0 + row) * p.row_bytes + bytes0 + 2 * w16);
-                    raw[i] = v;
+                    raw[row * (RAWS / 2) + w16] = v;
                 }
                 __syncthreads();
             }
@@ -166,18 +252,17 @@ gemm_kernel(ds_cu_gemm_params p) {
             const int c = (int)(k0 / 32) + wc;
             uint4 *dst = (uint4 *)&Ws[wr][wc * 32];
             if (w_live && c < nchunks) {
-                float v[32];
-                if constexpr (RAW > 0)
-                    ds_cu_dq32<T>((const uint8_t *)raw + wr * RAW, (int)(k0 % GM_RAW_K) / 32 + wc, v);
-                else
+                __align__(16) __half2 h[16];
+                if constexpr (RAW > 0) {
+                    gm_dq32<T>((const uint8_t *)raw + wr * RAWS, (int)(k0 % GM_RAW_K) / 32 + wc, h);
+                } else {
+                    float v[32];
                     ds_cu_dq32<T>(wrow, c, v);
 #pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    __half2 h[4];
-#pragma unroll
-                    for (int i = 0; i < 4; i++) h[i] = __floats2half2_rn(v[8 * q + 2 * i], v[8 * q + 2 * i + 1]);
-                    dst[q] = *(const uint4 *)h;
+                    for (int i = 0; i < 16; i++) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
                 }
+#pragma unroll
+                for (int q = 0; q < 4; q++) dst[q] = ((const uint4 *)h)[q];
             } else {
 #pragma unroll
                 for (int q = 0; q < 4; q++) dst[q] = make_uint4(0, 0, 0, 0);
