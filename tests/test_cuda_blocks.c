@@ -175,6 +175,46 @@ static ds_model *synth_model(ds_synth_mix mix, bool legacy, const char *file) {
     return m;
 }
 
+/* token-by-token decode on the CUDA blocks (the forward hook off) with each
+ * step's experts pinned to route ([n_layer][n][k], a prefill's record):
+ * logits [n][n_vocab] (malloc'd) or NULL */
+static float *decode_pinned(const ds_model *m, ds_type kv, int kv_block, const int32_t *ids, int n,
+                            const int32_t *route) {
+    const int L = m->hp.n_layer, k = m->hp.n_expert_used;
+    const size_t V = (size_t)m->hp.n_vocab;
+    ds_ctx_params p;
+    ds_ctx_params_default(&p);
+    p.device = "cuda";
+    p.kv_type = kv;
+    p.n_ctx = n;
+    p.kv_block = kv_block;
+    setenv("DSINFER_CUDA_FORWARD", "0", 1);
+    ds_ctx *c = NULL;
+    ds_error err = { 0 };
+    const bool made = ds_ctx_create(m, &p, &c, &err) == DS_OK;
+    unsetenv("DSINFER_CUDA_FORWARD");
+    if (!made) {
+        fprintf(stderr, "ctx: %s\n", err.msg);
+        return NULL;
+    }
+    float *logits = malloc((size_t)n * V * sizeof *logits);
+    int32_t *force = malloc((size_t)L * k * sizeof *force);
+    for (int i = 0; i < n && logits; i++) {
+        for (int il = 0; il < L; il++) memcpy(force + (size_t)il * k, route + ((size_t)il * n + i) * k, k * sizeof *force);
+        ds_ctx_set_routing(c, 1, NULL, force, NULL);
+        int32_t pos = i, seq = 0;
+        ds_batch b = { 1, ids + i, &pos, &seq, NULL };
+        if (ds_ctx_decode(c, &b, logits + (size_t)i * V, &err)) {
+            fprintf(stderr, "decode step %d: %s\n", i, err.msg);
+            free(logits);
+            logits = NULL;
+        }
+    }
+    free(force);
+    ds_ctx_free(c);
+    return logits;
+}
+
 static void check_model(ds_synth_mix mix, bool legacy) {
     char file[64];
     snprintf(file, sizeof file, "cuda_%s%s.gguf", ds_synth_mix_name(mix), legacy ? "_legacy" : "");
@@ -188,11 +228,7 @@ static void check_model(ds_synth_mix mix, bool legacy) {
     const ds_type kvs[] = { DS_TYPE_F16, DS_TYPE_BF16, DS_TYPE_F32 };
     for (int ki = 0; ki < 3; ki++) {
         int32_t *route = calloc((size_t)L * n * k, sizeof *route);
-        float margins[8 * 19]; /* [L][n] routing margins of ref (L <= 8) */
-        float *ref = ds_test_prefill(m, "ref", kvs[ki], 512, 1, ids, n, route, NULL, L <= 8 ? margins : NULL);
-        float min_margin = INFINITY;
-        for (int i = 0; L <= 8 && i < L * n; i++)
-            if (m->layers[i / n].is_moe && margins[i] < min_margin) min_margin = margins[i];
+        float *ref = ds_test_prefill(m, "ref", kvs[ki], 512, 1, ids, n, route, NULL, NULL);
         /* the f32 paths first (tight bounds), the tensor-core GEMM and MLA core after */
         ds_test_cuda_f32();
         setenv("DSINFER_CUDA_FORWARD", "0", 1); /* the blocks, so routing can be pinned */
@@ -204,7 +240,7 @@ static void check_model(ds_synth_mix mix, bool legacy) {
         setenv("DSINFER_CUDA_FORWARD", "0", 1);
         float *tc = ds_test_prefill(m, "cuda", kvs[ki], 512, 1, ids, n, NULL, route, NULL);
         unsetenv("DSINFER_CUDA_FORWARD");
-        float *tc_dec = ds_test_decode_steps(m, "cuda", kvs[ki], 4, 0, ids, n);
+        float *tc_dec = decode_pinned(m, kvs[ki], 4, ids, n, route); /* split-KV MLA over 4-token pages */
         ds_test_cuda_default();
         CHECK(ref && blk && fwd && dec && tc && tc_dec, "runs");
         if (ref && tc && tc_dec) {
@@ -213,25 +249,9 @@ static void check_model(ds_synth_mix mix, bool legacy) {
              * (f16 query and probabilities, u = 2^-11; bf16 2^-8: test_cuda_mla),
              * a few of those per layer, routing pinned */
             const double e_tc = ds_test_rel_l2(tc, ref, n * V), e_tcd = ds_test_rel_l2(tc_dec, ref, n * V);
-            int worst = 0; /* rank in ref's row of the decode's argmax */
-            for (int i = 0; i < n; i++) {
-                int r = 0;
-                const float *rr = ref + (size_t)i * V, *dr = tc_dec + (size_t)i * V;
-                size_t a = 0;
-                for (size_t j = 1; j < V; j++) a = dr[j] > dr[a] ? j : a;
-                for (size_t j = 0; j < V; j++) r += rr[j] > rr[a];
-                worst = r > worst ? r : worst;
-            }
-            printf("model %-7s%s kv %-4s: tensor cores (pinned) vs ref %.2e, their decode steps (unpinned) vs ref "
-                   "%.2e (ref's smallest routing margin %.1e, worst argmax rank %d)\n", ds_synth_mix_name(mix),
-                   legacy ? " legacy" : "", ds_type_info(kvs[ki])->name, e_tc, e_tcd, min_margin, worst);
-            CHECK(e_tc <= 5e-3, "tensor cores vs ref %.3e", e_tc);
-            /* the decode chooses its own experts: with a routing near-tie in ref
-             * (margin < 1e-3; the f16 query moves scores by ~1e-3 relative) a flip
-             * is legitimate and moves the logits by far more than rounding, so
-             * there the argmax must stay in ref's top 3 */
-            CHECK(min_margin < 1e-3 ? worst <= 2 : e_tcd <= 5e-3, "tensor-core decode vs ref %.3e (margin %.1e, rank %d)",
-                  e_tcd, min_margin, worst);
+            printf("model %-7s%s kv %-4s: tensor cores (pinned) vs ref %.2e, their decode steps (pinned) vs ref %.2e\n",
+                   ds_synth_mix_name(mix), legacy ? " legacy" : "", ds_type_info(kvs[ki])->name, e_tc, e_tcd);
+            CHECK(e_tc <= 5e-3 && e_tcd <= 5e-3, "tensor cores vs ref %.3e, decode %.3e", e_tc, e_tcd);
         }
         free(tc);
         free(tc_dec);
