@@ -251,7 +251,10 @@ static void check_model(ds_synth_mix mix, bool legacy) {
             const double e_tc = ds_test_rel_l2(tc, ref, n * V), e_tcd = ds_test_rel_l2(tc_dec, ref, n * V);
             printf("model %-7s%s kv %-4s: tensor cores (pinned) vs ref %.2e, their decode steps (pinned) vs ref %.2e\n",
                    ds_synth_mix_name(mix), legacy ? " legacy" : "", ds_type_info(kvs[ki])->name, e_tc, e_tcd);
-            CHECK(e_tc <= 5e-3 && e_tcd <= 5e-3, "tensor cores vs ref %.3e, decode %.3e", e_tc, e_tcd);
+            /* the decode steps of the quantized mixes run on the int8-activation
+             * GEMV: the CPU backend's scheme and its bound (5e-2, test_model_kq) */
+            const double dec_bound = mix == DS_SYNTH_F16 ? 5e-3 : 5e-2;
+            CHECK(e_tc <= 5e-3 && e_tcd <= dec_bound, "tensor cores vs ref %.3e, decode %.3e", e_tc, e_tcd);
         }
         free(tc);
         free(tc_dec);

@@ -23,6 +23,7 @@ static int argmax(const float *v, size_t n) {
 }
 
 static void check_file(const char *dir, const char *file, const char *ll_type) {
+    const bool quantized = ll_type != NULL;
     char path[256];
     snprintf(path, sizeof path, "models/%s/%s", dir, file);
     ds_model *m = ds_test_load_model(path);
@@ -51,6 +52,7 @@ static void check_file(const char *dir, const char *file, const char *ll_type) {
         float *tc_pinned = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 1, ids, n, NULL, route, NULL);
         unsetenv("DSINFER_CUDA_FORWARD");
         float *tc = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 1, ids, n, NULL, NULL, NULL);
+        ds_test_cuda_tc(17); /* decode rows on the backend's decode GEMV (int8 activations where it reads the type) */
         float *tc_dec = ci < 3 ? ds_test_decode_steps(m, "cuda", DS_TYPE_F16, 0, 0, ids, n) : NULL;
         ds_test_cuda_default();
         CHECK(tc_pinned && tc && (tc_dec || ci == 3), "tensor-core prefill %s %s", file, cases[ci]);
@@ -67,7 +69,11 @@ static void check_file(const char *dir, const char *file, const char *ll_type) {
                    "decode vs prefill %.2e\n", file, cases[ci], n, e_tp, e_t, agree_tc, n, e_td);
             CHECK(e_tp <= 5e-3, "%s %s tensor cores pinned vs ref %.3e", file, cases[ci], e_tp);
             if (ci <= 2) CHECK(agree_tc == n, "%s %s tensor cores: argmax agrees on %d of %d", file, cases[ci], agree_tc, n);
-            if (tc_dec) CHECK(e_td <= 5e-3, "%s %s tensor cores: decode vs prefill %.3e", file, cases[ci], e_td);
+            /* decode on the int8-activation GEMV for the quantized files: the
+             * CPU backend's scheme, so its bound (5e-2, test_model_kq; it measures
+             * 2.5e-2 there); f16 weights stay on the f32 GEMV */
+            const double dec_bound = quantized ? 5e-2 : 5e-3;
+            if (tc_dec) CHECK(e_td <= dec_bound, "%s %s tensor cores: decode vs prefill %.3e", file, cases[ci], e_td);
         }
         free(tc_pinned);
         free(tc);

@@ -18,6 +18,11 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON -DD
   cmake --build "$BUILD" -j"$(nproc)" 2>&1 | grep -E "error|FAILED"
 gcc -O2 -std=gnu11 -Isrc -I/usr/local/cuda/include scripts/device/cuda_bench.c "$BUILD/libdsinfer.a" \
   -L/usr/local/cuda/lib64 -lcudart -lpcre2-8 -lstdc++ -lm -lpthread -o "$BUILD/cuda_bench" || echo "cuda_bench build FAILED"
+if [ -n "${Q8BENCH:-}" ]; then
+  gcc -O2 -std=gnu11 -Isrc -I/usr/local/cuda/include scripts/device/gemv_q8_bench.c "$BUILD/libdsinfer.a" \
+    -L/usr/local/cuda/lib64 -lcudart -lpcre2-8 -lstdc++ -lm -lpthread -o "$BUILD/gemv_q8_bench" &&
+    timeout 200 "$BUILD/gemv_q8_bench" H200 all 2>&1 | tail -60
+fi
 for t in $TESTS; do
   echo "=== $t ($(date -u +%H:%M:%S))"
   timeout 300 "$BUILD/tests/$t" >/tmp/$t.log 2>&1

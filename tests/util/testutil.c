@@ -185,11 +185,21 @@ float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const i
 }
 
 void ds_test_cuda_f32(void) {
+    setenv("DSINFER_GEMV_Q8", "0", 1);
     setenv("DSINFER_GEMM_MIN_ROWS", "0", 1);
     setenv("DSINFER_CUDA_MLA_TC", "0", 1);
 }
 
+/* DS_TEST_GEMV_Q8=1 in the environment: the tensor-core and default runs
+ * use the int8 decode GEMV too */
+static void gemv_q8_as_asked(void) {
+    const char *q = getenv("DS_TEST_GEMV_Q8");
+    if (q) setenv("DSINFER_GEMV_Q8", q, 1);
+    else unsetenv("DSINFER_GEMV_Q8");
+}
+
 void ds_test_cuda_tc(int gemm_min_rows) {
+    gemv_q8_as_asked();
     char v[16];
     snprintf(v, sizeof v, "%d", gemm_min_rows);
     setenv("DSINFER_GEMM_MIN_ROWS", v, 1);
@@ -197,6 +207,7 @@ void ds_test_cuda_tc(int gemm_min_rows) {
 }
 
 void ds_test_cuda_default(void) {
+    gemv_q8_as_asked();
     unsetenv("DSINFER_GEMM_MIN_ROWS");
     unsetenv("DSINFER_CUDA_MLA_TC");
 }

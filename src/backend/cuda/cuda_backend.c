@@ -10,6 +10,7 @@
 #include "cuda_check.h"
 #include "gemm.h"
 #include "gemv.h"
+#include "gemv_q8.h"
 #include "mla_tc.h"
 #include "moe.h"
 #include "router.h"
@@ -181,6 +182,25 @@ static int x_to_half(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int 
     return ds_cu_to_half_rows(x, ldx, cols, n, C->xh, C->xinv, C->s);
 }
 
+/* decode rows (at most GRAPH_MAX_ROWS) on the int8 GEMV, when it reads the type */
+static bool use_q8(const cu_impl *C, const cu_w *W, int n, int64_t ldx, int64_t group_rows, int64_t group_stride) {
+    return C->gemv_q8 && n <= GRAPH_MAX_ROWS && ldx % 32 == 0 && group_stride % 32 == 0 &&
+           ds_cu_gemv_q8_supported(W->type, W->K, group_rows);
+}
+
+/* x's rows (cols of them, ldx apart) to q8 blocks in C->xq; reuses the last
+ * conversion under the same rule as x_to_half */
+static int x_to_q8(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int n) {
+    const bool same = C->x_ready && C->xq_src == x && C->xq_ldx == ldx && C->xq_cols == cols && C->xq_n == n;
+    C->x_ready = false;
+    if (same) return 0;
+    C->xq_src = x;
+    C->xq_ldx = ldx;
+    C->xq_cols = cols;
+    C->xq_n = n;
+    return ds_cu_quantize_q8(x, ldx, cols, n, C->xq, C->s);
+}
+
 /* y[n][ldy] (=|+=) W[row0 .. row0+M) x, x rows ldx apart; per head when
  * group_rows > 0 (W rows [n_group][group_rows], group g reads x + g*group_stride) */
 static int product(cu_impl *C, const cu_w *W, int64_t row0, int64_t M, const float *x, int64_t ldx,
@@ -194,6 +214,16 @@ static int product(cu_impl *C, const cu_w *W, int64_t row0, int64_t M, const flo
                                 .group_rows = group_rows, .group_stride = group_stride, .y = y, .ldy = ldy, .n = n,
                                 .accumulate = accumulate, .stream = C->s };
         return ds_cu_gemm(&p);
+    }
+    if (use_q8(C, W, n, ldx, group_rows, group_stride)) {
+        const int64_t cols = group_rows > 0 ? ldx : W->K; /* per head: the whole row of slices */
+        int rc = x_to_q8(C, x, ldx, cols, n);
+        if (rc) return rc;
+        ds_cu_gemv_params p = { .w = W->d + (size_t)row0 * W->row_bytes, .type = W->type, .K = W->K, .M = M,
+                                .row_bytes = W->row_bytes, .ldx = cols, .group_rows = group_rows,
+                                .group_stride = group_stride, .y = y, .ldy = ldy, .n = n, .accumulate = accumulate,
+                                .stream = C->s };
+        return ds_cu_gemv_q8(&p, C->xq);
     }
     C->x_ready = false;
     ds_cu_gemv_params p = { .w = W->d + (size_t)row0 * W->row_bytes, .type = W->type, .K = W->K, .M = M,
@@ -753,7 +783,7 @@ static void cu_free(ds_backend *be) {
         void *bufs[] = { C->stage, C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
                          C->heads, C->ffa, C->ffb, C->rlogit, C->rw, C->margin, C->act, C->logits, C->ids,
                          C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx, C->xh,
-                         C->xinv, C->moe_tiles, C->mla_work };
+                         C->xinv, C->moe_tiles, C->mla_work, C->xq };
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
             if (bufs[i]) cudaFree(bufs[i]);
         if (C->h_in) cudaFreeHost(C->h_in);
@@ -779,7 +809,7 @@ static int alloc_scratch(cu_impl *C, size_t *total_out, bool dry) {
         [DS_CS_FORCED] = (void **)&C->forced, [DS_CS_FREQ] = (void **)&C->freq, [DS_CS_MOE_Y] = (void **)&C->moe_y,
         [DS_CS_MOE_U] = (void **)&C->moe_u, [DS_CS_MOE_IDX] = (void **)&C->moe_idx, [DS_CS_XH] = (void **)&C->xh,
         [DS_CS_XINV] = (void **)&C->xinv, [DS_CS_MOE_TILES] = (void **)&C->moe_tiles,
-        [DS_CS_MLA_WORK] = (void **)&C->mla_work,
+        [DS_CS_MLA_WORK] = (void **)&C->mla_work, [DS_CS_XQ] = (void **)&C->xq,
     };
     int64_t n[DS_CS_COUNT];
     ds_cuda_scratch_elems(&C->m->hp, C->max_rows, n);
@@ -821,6 +851,10 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     const char *gm = getenv("DSINFER_GEMM_MIN_ROWS");
     C->gemm_min_rows = gm ? atoi(gm) : GRAPH_MAX_ROWS + 1;
     /* the attention core on tensor cores (f16/bf16 caches); 0: the f32 kernel */
+    /* decode products on int8 activations (gemv_q8.h; ds10 tg128 221 -> 269 t/s
+     * on an H200); DSINFER_GEMV_Q8=0 keeps them on the f32 GEMV */
+    const char *q8 = getenv("DSINFER_GEMV_Q8");
+    C->gemv_q8 = !(q8 && q8[0] == '0');
     const char *mt = getenv("DSINFER_CUDA_MLA_TC");
     C->mla_tc = !(mt && mt[0] == '0');
     const char *pf = getenv("DSINFER_CUDA_PROFILE");

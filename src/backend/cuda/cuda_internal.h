@@ -73,6 +73,13 @@ typedef struct cu_impl {
     bool mla_tc;
     float *mla_work;
     size_t mla_work_floats;
+    /* decode products on int8 activations (gemv_q8.h): x quantized into xq
+     * (from xq_src, its shape beside it; x_ready as for xh) */
+    bool gemv_q8;
+    void *xq;
+    const float *xq_src;
+    int64_t xq_ldx, xq_cols;
+    int xq_n;
     /* device KV (bound lazily to the engine's ds_kv: its geometry is known only then) */
     const ds_kv *kv;
     void *kv_pool;

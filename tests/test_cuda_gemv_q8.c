@@ -1,0 +1,471 @@
+/* test_cuda_gemv_q8.c: the int8-activation GEMV (gemv_q8.h) against exact
+ * double references, for q8_0 q2_K q3_K q4_K q5_K q6_K: awkward shapes
+ * (1..257 rows, K down to one block, 1-4 x rows, misaligned weight
+ * starts), per-head maps like k_b and v_b, every rows/stages choice, then
+ * the full V3 widths. The awkward and per-head cases also run through the
+ * host emulation of the kernel (same lane code on the CPU), so the index
+ * math is checked without a GPU; after that, no device exits 77 (skipped). */
+#include "testutil.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/gemv.h"
+#include "backend/cuda/gemv_q8.h"
+#include "model/synth.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Tolerances. y is compared with three references, per output i:
+ * - refh = W . xh, xh the dequantized activations (d * q, exactly what the
+ *   kernel multiplies): only f32 rounding differs. The kernel's integer dots
+ *   are exact; its float steps (block scale x int, the sum over blocks and
+ *   lanes) round ~100 times in a chain, each at 6e-8 of a partial sum no
+ *   larger than mag = sum_k (|w_k + ml_k| + |ml_k|) |xh_k|, where ml_k is
+ *   the min term of q2_K/q4_K/q5_K (0 for the others) since the kernel forms
+ *   d*sc*sum(q x) and dmin*m*sum(x) apart. Bound TIGHT * mag.
+ * - ref = W . x with the original f32 x: each |x_k - xh_k| <= d_b / 2 with
+ *   d_b = absmax/127 of x_k's 32-block (round to nearest; |q| <= 127), so
+ *   |ref - refh| <= B = sum_k |w_k| d_b / 2. Bound 1.01 B + TIGHT * mag (the
+ *   1 % covers the float rounding of x * 127/absmax, ~3e-5 of d_b).
+ * - ds_cu_gemv (f32 x): within B of ref plus its own f32 error, measured
+ *   <= 2e-6 of sum |w x| (test_cuda_blocks). Bound 1.01 B + TIGHT * (mag + scale).
+ * Accumulate mode must give exactly 2 y (the kernel is deterministic and a
+ * float doubles exactly). */
+#define TIGHT 1e-5
+
+static bool g_dev; /* a CUDA device is present */
+
+static void put_f16(uint8_t *p, float v) {
+    const uint16_t h = ds_f32_to_fp16(v);
+    memcpy(p, &h, 2);
+}
+
+/* Random bytes make every bit pattern of the quant and scale fields appear
+ * (synth ties q4_K/q5_K mins to scales, which would hide a swap); the f16
+ * d/dmin fields then get finite values of a weight-like size. */
+static void fix_f16(ds_type t, uint8_t *row, int64_t K, uint64_t *st) {
+    const int64_t nsb = K / 256;
+    for (int64_t b = 0; b < (t == DS_TYPE_Q8_0 ? K / 32 : nsb); b++) {
+        const float d = (0.5f + 0.5f * fabsf(ds_test_randf(st))) / 256.f * (ds_test_randf(st) < 0 ? -1.f : 1.f);
+        const float dm = (0.5f + 0.5f * fabsf(ds_test_randf(st))) / 512.f;
+        switch (t) {
+        case DS_TYPE_Q8_0: put_f16(row + 34 * b, d); break;
+        case DS_TYPE_Q2_K: put_f16(row + 84 * b + 80, d); put_f16(row + 84 * b + 82, dm); break;
+        case DS_TYPE_Q3_K: put_f16(row + 110 * b + 108, d); break;
+        case DS_TYPE_Q4_K: put_f16(row + 144 * b, d); put_f16(row + 144 * b + 2, dm); break;
+        case DS_TYPE_Q5_K: put_f16(row + 176 * b, d); put_f16(row + 176 * b + 2, dm); break;
+        case DS_TYPE_Q6_K: put_f16(row + 210 * b + 208, d); break;
+        default: break;
+        }
+    }
+}
+
+/* The row with its quant fields zeroed: dequantized, that is -ml per
+ * element for the types with a min term; false for the others (ml = 0). */
+static bool min_part(ds_type t, const uint8_t *row, int64_t K, size_t rb, uint8_t *tmp, float *out) {
+    int sbb, q0, q1;
+    switch (t) {
+    case DS_TYPE_Q2_K: sbb = 84, q0 = 16, q1 = 80; break;
+    case DS_TYPE_Q4_K: sbb = 144, q0 = 16, q1 = 144; break;
+    case DS_TYPE_Q5_K: sbb = 176, q0 = 16, q1 = 176; break; /* qh and qs */
+    default: return false;
+    }
+    memcpy(tmp, row, rb);
+    for (int64_t b = 0; b < K / 256; b++) memset(tmp + b * sbb + q0, 0, (size_t)(q1 - q0));
+    ds_dequantize_row(t, tmp, out, K);
+    return true;
+}
+
+typedef struct q8_case {
+    ds_type t;
+    int64_t K, M;
+    int n;
+    int64_t group_rows, group_stride;
+    int64_t ldx;     /* x row (and quantized row) length */
+    size_t wshift;   /* weights start this many bytes past a 256-aligned address */
+    bool raw;        /* random bytes (else synth weights) */
+    bool host;       /* also run the host emulation */
+    bool all_cfg;    /* also every rows/stages choice, not only the launcher's */
+    uint64_t seed;
+} q8_case;
+
+/* worst |y - want| / tol over the n x M outputs (INF for a non-finite y) */
+static double worst(const float *y, int64_t ldy, const double *want, double want_scale, const double *tol,
+                    int n, int64_t M) {
+    double w = 0;
+    for (int r = 0; r < n; r++)
+        for (int64_t m = 0; m < M; m++) {
+            const float v = y[(size_t)r * ldy + m];
+            if (!isfinite(v)) return INFINITY;
+            const double e = fabs((double)v - want_scale * want[(size_t)r * M + m]) / tol[(size_t)r * M + m];
+            if (e > w) w = e;
+        }
+    return w;
+}
+
+/* the padding of each y row (ldy > M) still holds the poison */
+static bool pad_kept(const float *y, int64_t ldy, int n, int64_t M) {
+    for (int r = 0; r < n; r++)
+        for (int64_t m = M; m < ldy; m++) {
+            uint32_t u;
+            memcpy(&u, &y[(size_t)r * ldy + m], 4);
+            if (u != 0xFFFFFFFFu) return false;
+        }
+    return true;
+}
+
+typedef struct refs {
+    double *ref, *refh, *t_tight, *t_bound, *t_f32; /* [n][M] */
+} refs;
+
+/* Checks y (from `what`) against refh and ref; y2 = the same call with accumulate = 1 */
+static void check_y(const q8_case *c, const char *what, const ds_cu_gemv_q8_cfg *cfg, const float *y,
+                    const float *y2, int64_t ldy, const refs *R, double *worst_tight, double *worst_bound) {
+    const char *tn = ds_type_info(c->t)->name;
+    const double et = worst(y, ldy, R->refh, 1.0, R->t_tight, c->n, c->M);
+    const double eb = worst(y, ldy, R->ref, 1.0, R->t_bound, c->n, c->M);
+    CHECK(et <= 1 && eb <= 1,
+          "%s %s K %lld M %lld n %d group %lld/%lld shift %zu cfg %d/%d: err/tol %.3g vs W.xh, %.3g vs W.x", what, tn,
+          (long long)c->K, (long long)c->M, c->n, (long long)c->group_rows, (long long)c->group_stride, c->wshift,
+          cfg->rows, cfg->stages, et, eb);
+    CHECK(pad_kept(y, ldy, c->n, c->M), "%s %s: wrote past M in a y row", what, tn);
+    bool twice = true;
+    for (int r = 0; r < c->n; r++)
+        for (int64_t m = 0; m < c->M; m++)
+            twice &= y2[(size_t)r * ldy + m] == 2.f * y[(size_t)r * ldy + m];
+    CHECK(twice, "%s %s K %lld M %lld n %d cfg %d/%d: accumulate is not exactly y + y", what, tn, (long long)c->K,
+          (long long)c->M, c->n, cfg->rows, cfg->stages);
+    if (et > *worst_tight) *worst_tight = et;
+    if (eb > *worst_bound) *worst_bound = eb;
+}
+
+static void run_case(const q8_case *c) {
+    const ds_type t = c->t;
+    const int64_t K = c->K, M = c->M, ldx = c->ldx, ldy = M + 3;
+    const int n = c->n;
+    const size_t rb = ds_row_bytes(t, K), wbytes = (size_t)M * rb;
+    uint64_t st = c->seed * 2654435761u + 1;
+
+    /* weights, placed wshift bytes past a 256-aligned start */
+    uint8_t *wbuf = aligned_alloc(256, (wbytes + c->wshift + 255) / 256 * 256), *w = wbuf + c->wshift;
+    if (c->raw) {
+        for (size_t i = 0; i < wbytes; i++) w[i] = (uint8_t)ds_test_rand(&st);
+        for (int64_t m = 0; m < M; m++) fix_f16(t, w + (size_t)m * rb, K, &st);
+    } else {
+        ds_synth_gen g;
+        if (ds_synth_gen_init(&g, t, K, DS_SYNTH_WEIGHT, 0.02f, c->seed) != DS_OK) {
+            CHECK(0, "synth cannot make %s", ds_type_info(t)->name);
+            free(wbuf);
+            return;
+        }
+        ds_synth_gen_rows(&g, 0, M, w);
+        ds_synth_gen_free(&g);
+    }
+    /* x: 32-blocks of random sizes (2^-4 .. 2^4), every 13th all zero (d = 0) */
+    float *x = malloc((size_t)n * ldx * sizeof(float));
+    for (int64_t b = 0; b < (int64_t)n * ldx / 32; b++) {
+        const float sz = b % 13 == 5 ? 0.f : ldexpf(1.f, (int)(ds_test_rand(&st) % 9) - 4);
+        for (int k = 0; k < 32; k++) x[32 * b + k] = sz * ds_test_randf(&st);
+    }
+    const size_t xqb = ds_cu_q8_bytes(ldx, n), xrs = ds_cu_q8_row_bytes(ldx);
+    uint8_t *xq = aligned_alloc(16, (xqb + 15) / 16 * 16);
+    ds_cu_quantize_q8_host(x, ldx, ldx, n, xq);
+
+    /* references in double */
+    const size_t nm = (size_t)n * M;
+    refs R = { calloc(nm, sizeof(double)), calloc(nm, sizeof(double)), calloc(nm, sizeof(double)),
+               calloc(nm, sizeof(double)), calloc(nm, sizeof(double)) };
+    float *wrow = malloc((size_t)K * sizeof(float)), *mrow = malloc((size_t)K * sizeof(float));
+    uint8_t *tmp = malloc(rb);
+    /* xh[r][e] = d * q, db[r][e] = d of element e's block */
+    double *xh = malloc((size_t)n * ldx * sizeof(double)), *db = malloc((size_t)n * ldx * sizeof(double));
+    for (int r = 0; r < n; r++) {
+        const uint8_t *q = xq + (size_t)r * xrs;
+        for (int64_t e = 0; e < ldx; e++) {
+            float ds[2];
+            memcpy(ds, q + ldx + 8 * (e / 32), 8);
+            xh[(size_t)r * ldx + e] = (double)ds[0] * (int8_t)q[e];
+            db[(size_t)r * ldx + e] = ds[0];
+        }
+    }
+    for (int64_t m = 0; m < M; m++) {
+        ds_dequantize_row(t, w + (size_t)m * rb, wrow, K);
+        const bool has_min = min_part(t, w + (size_t)m * rb, K, rb, tmp, mrow);
+        const int64_t go = c->group_rows > 0 ? (m / c->group_rows) * c->group_stride : 0;
+        for (int r = 0; r < n; r++) {
+            const float *xr = x + (size_t)r * ldx + go;
+            const double *hr = xh + (size_t)r * ldx + go, *dr = db + (size_t)r * ldx + go;
+            double s = 0, sh = 0, mag = 0, bnd = 0, scl = 0;
+            for (int64_t k = 0; k < K; k++) {
+                const double wk = wrow[k], xk = xr[k], hk = hr[k];
+                const double ml = has_min ? -(double)mrow[k] : 0;
+                s += wk * xk;
+                sh += wk * hk;
+                mag += (fabs(wk + ml) + fabs(ml)) * fabs(hk);
+                scl += fabs(wk * xk);
+                bnd += fabs(wk) * dr[k] / 2;
+            }
+            const size_t i = (size_t)r * M + m;
+            R.ref[i] = s;
+            R.refh[i] = sh;
+            R.t_tight[i] = TIGHT * mag + 1e-30;
+            R.t_bound[i] = 1.01 * bnd + TIGHT * mag + 1e-30;
+            R.t_f32[i] = 1.01 * bnd + TIGHT * (mag + scl) + 1e-30;
+        }
+    }
+
+    ds_cu_gemv_q8_cfg cfgs[6] = { { 0, 0 }, { 1, 1 }, { 2, 2 }, { 4, 3 }, { 4, 4 }, { 2, 4 } };
+    const int ncfg = c->all_cfg ? 6 : 1;
+    ds_cu_gemv_params p = { .w = w, .type = t, .K = K, .M = M, .row_bytes = rb, .x = NULL, .ldx = ldx,
+                            .group_rows = c->group_rows, .group_stride = c->group_stride, .ldy = ldy, .n = n };
+    const size_t ybytes = (size_t)n * ldy * sizeof(float);
+    float *y = malloc(ybytes), *y2 = malloc(ybytes), *yf = malloc(ybytes);
+    double wt = 0, wb = 0, wf = 0;
+
+    if (c->host)
+        for (int ci = 0; ci < ncfg; ci++) {
+            memset(y, 0xFF, ybytes);
+            p.y = y;
+            p.accumulate = 0;
+            int rc = ds_cu_gemv_q8_host(&p, xq, &cfgs[ci]);
+            memcpy(y2, y, ybytes);
+            p.y = y2;
+            p.accumulate = 1;
+            rc |= ds_cu_gemv_q8_host(&p, xq, &cfgs[ci]);
+            CHECK(rc == 0, "host gemv_q8 rc %d", rc);
+            check_y(c, "host", &cfgs[ci], y, y2, ldy, &R, &wt, &wb);
+        }
+
+    if (g_dev) {
+        void *dwb = NULL, *dxq = NULL;
+        float *dx = NULL, *dy = NULL;
+        bool ok = cudaMalloc(&dwb, wbytes + c->wshift + 16) == cudaSuccess &&
+                  cudaMalloc(&dxq, xqb) == cudaSuccess &&
+                  cudaMalloc((void **)&dx, (size_t)n * ldx * sizeof(float)) == cudaSuccess &&
+                  cudaMalloc((void **)&dy, ybytes) == cudaSuccess &&
+                  cudaMemcpy((uint8_t *)dwb + c->wshift, w, wbytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+                  cudaMemcpy(dx, x, (size_t)n * ldx * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess;
+        CHECK(ok, "cuda alloc/copy");
+        if (ok) {
+            /* the device quantization is the host's, bit for bit */
+            uint8_t *xq_d = malloc(xqb);
+            int rc = ds_cu_quantize_q8(dx, ldx, ldx, n, dxq, 0);
+            ok = rc == 0 && cudaMemcpy(xq_d, dxq, xqb, cudaMemcpyDeviceToHost) == cudaSuccess;
+            bool same = ok;
+            for (int r = 0; ok && r < n; r++)
+                same &= !memcmp(xq_d + (size_t)r * xrs, xq + (size_t)r * xrs, (size_t)(ldx + ldx / 4));
+            CHECK(same, "quantize_q8 %s K %lld: device bytes differ from the host's (rc %d)", ds_type_info(t)->name,
+                  (long long)ldx, rc);
+            free(xq_d);
+            p.w = (uint8_t *)dwb + c->wshift;
+            p.y = dy;
+            for (int ci = 0; ci < ncfg; ci++) {
+                cudaMemset(dy, 0xFF, ybytes); /* NaN poison, also the padding */
+                p.accumulate = 0;
+                rc = ds_cu_gemv_q8_ex(&p, dxq, &cfgs[ci]);
+                ok = rc == 0 && cudaMemcpy(y, dy, ybytes, cudaMemcpyDeviceToHost) == cudaSuccess;
+                p.accumulate = 1;
+                rc |= ds_cu_gemv_q8_ex(&p, dxq, &cfgs[ci]);
+                ok = ok && rc == 0 && cudaMemcpy(y2, dy, ybytes, cudaMemcpyDeviceToHost) == cudaSuccess;
+                CHECK(ok, "gemv_q8 %s launch/copy rc %d: %s", ds_type_info(t)->name, rc,
+                      cudaGetErrorString(cudaGetLastError()));
+                if (ok) check_y(c, "cuda", &cfgs[ci], y, y2, ldy, &R, &wt, &wb);
+            }
+            /* the f32 GEMV on the same weights: within the quantization bound */
+            if (ok) {
+                cudaMemset(dy, 0xFF, ybytes);
+                p.accumulate = 0;
+                rc = ds_cu_gemv_q8(&p, dxq);
+                ok = rc == 0 && cudaMemcpy(yf, dy, ybytes, cudaMemcpyDeviceToHost) == cudaSuccess;
+                float *y32 = malloc(ybytes);
+                ds_cu_gemv_params pf = p;
+                pf.x = dx;
+                ok = ok && ds_cu_gemv(&pf) == 0 && cudaMemcpy(y32, dy, ybytes, cudaMemcpyDeviceToHost) == cudaSuccess;
+                CHECK(ok, "gemv / gemv_q8 launch");
+                if (ok) {
+                    /* |y_q8 - y_f32| <= |y_q8 - ref| + |ref - y_f32|: the bound tol
+                     * plus the f32 path's share; y32 stands in for ref here */
+                    double *want = malloc(nm * sizeof(double));
+                    for (int r = 0; r < n; r++)
+                        for (int64_t m = 0; m < M; m++) want[(size_t)r * M + m] = y32[(size_t)r * ldy + m];
+                    wf = worst(yf, ldy, want, 1.0, R.t_f32, n, M);
+                    CHECK(wf <= 1, "gemv_q8 vs gemv %s K %lld M %lld n %d: err/tol %.3g", ds_type_info(t)->name,
+                          (long long)K, (long long)M, n, wf);
+                    free(want);
+                }
+                free(y32);
+            }
+        }
+        cudaFree(dwb); cudaFree(dxq); cudaFree(dx); cudaFree(dy);
+    }
+    static int printed[64];
+    if (!printed[t]++ || M >= 1024)
+        printf("gemv_q8 %-5s K %5lld M %6lld n %d group %3lld/%3lld shift %3zu: "
+               "err/tol %.3f (W.xh) %.3f (W.x) %.3f (f32 gemv)%s\n",
+               ds_type_info(t)->name, (long long)K, (long long)M, n, (long long)c->group_rows,
+               (long long)c->group_stride, c->wshift, wt, wb, wf, g_dev ? "" : " [host emulation]");
+    free(y); free(y2); free(yf);
+    free(R.ref); free(R.refh); free(R.t_tight); free(R.t_bound); free(R.t_f32);
+    free(wrow); free(mrow); free(tmp); free(xh); free(db);
+    free(xq); free(x); free(wbuf);
+}
+
+static const ds_type types[] = { DS_TYPE_Q8_0, DS_TYPE_Q2_K, DS_TYPE_Q3_K, DS_TYPE_Q4_K, DS_TYPE_Q5_K, DS_TYPE_Q6_K };
+
+/* Awkward shapes for every type: M 1/7/33/257, K one super-block .. 7168
+ * (q8_0 from one 32-block), 1-4 x rows; raw bytes and synth weights; weight
+ * starts 256-aligned, one row in (q3_K K 256: 110 bytes) and 2 bytes in
+ * (the funnel path for q2_K/q4_K/q5_K too). Host emulation on all. */
+static void test_awkward(void) {
+    const int64_t Ms[] = { 1, 7, 33, 257 };
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const ds_type t = types[ti];
+        const int64_t Kq[] = { 32, 64, 128, 256, 512, 7168 }, Kk[] = { 256, 512, 7168 };
+        const int64_t *Ks = t == DS_TYPE_Q8_0 ? Kq : Kk;
+        const int nK = t == DS_TYPE_Q8_0 ? 6 : 3;
+        for (int ki = 0; ki < nK; ki++)
+            for (int mi = 0; mi < 4; mi++)
+                for (int n = 1; n <= 4; n++) {
+                    const int64_t K = Ks[ki], M = Ms[mi];
+                    const size_t rb = ds_row_bytes(t, K);
+                    q8_case c = { .t = t, .K = K, .M = M, .n = n, .ldx = K, .raw = (mi + n) % 2 == 1, .host = true,
+                                  .all_cfg = M >= 33 && n != 3, .seed = 1000 * ti + 100 * ki + 10 * mi + n };
+                    c.wshift = mi == 2 ? rb : mi == 3 ? 2 : 0;
+                    run_case(&c);
+                }
+    }
+}
+
+/* Per-head maps: k_b-like (q8_0 K 128, heads of 512 rows, x slices 192
+ * apart as in q_nope|q_pe), v_b-like (K 512, heads of 128 rows, slices
+ * 512 apart) for every K-quant, and head sizes of 6 and 3 rows (R must
+ * drop to 2 and 1), slices 288 apart (not a multiple of 128 elements). */
+static void test_grouped(void) {
+    for (int n = 1; n <= 4; n++) {
+        q8_case kb = { .t = DS_TYPE_Q8_0, .K = 128, .M = 3 * 512, .n = n, .group_rows = 512, .group_stride = 192,
+                       .ldx = 3 * 192, .raw = n % 2, .host = true, .all_cfg = n == 1, .seed = 7000 + n };
+        run_case(&kb);
+        for (size_t ti = 1; ti < sizeof types / sizeof *types; ti++) {
+            q8_case vb = { .t = types[ti], .K = 512, .M = 3 * 128, .n = n, .group_rows = 128, .group_stride = 512,
+                           .ldx = 3 * 512, .raw = (n + ti) % 2, .host = true, .all_cfg = n == 2,
+                           .seed = 7100 + 10 * ti + n };
+            run_case(&vb);
+        }
+    }
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const int64_t K = types[ti] == DS_TYPE_Q8_0 ? 64 : 256;
+        q8_case g6 = { .t = types[ti], .K = K, .M = 5 * 6, .n = 2, .group_rows = 6, .group_stride = 288,
+                       .ldx = 4 * 288 + K, .raw = true, .host = true, .all_cfg = true, .seed = 7200 + ti };
+        run_case(&g6);
+        q8_case g3 = g6;
+        g3.M = 7 * 3, g3.group_rows = 3, g3.ldx = 6 * 288 + K, g3.n = 1, g3.wshift = ds_row_bytes(types[ti], K);
+        g3.seed += 50;
+        run_case(&g3);
+    }
+}
+
+/* The shapes of DeepSeek V3 at full width (device only: the host emulation
+ * would take minutes). */
+static void test_full_width(void) {
+    static const struct { ds_type t; int64_t K, M; int n; int64_t gr, gs, ldx; } sh[] = {
+        { DS_TYPE_Q3_K, 7168, 2048, 1, 0, 0, 7168 },         /* expert gate/up */
+        { DS_TYPE_Q3_K, 7168, 2048, 2, 0, 0, 7168 },
+        { DS_TYPE_Q3_K, 7168, 18432, 1, 0, 0, 7168 },        /* dense gate/up */
+        { DS_TYPE_Q3_K, 7168, 1536, 1, 0, 0, 7168 },         /* q_a */
+        { DS_TYPE_Q3_K, 1536, 24576, 2, 0, 0, 1536 },        /* q_b */
+        { DS_TYPE_Q4_K, 2048, 7168, 1, 0, 0, 2048 },         /* expert down */
+        { DS_TYPE_Q4_K, 16384, 7168, 1, 0, 0, 16384 },       /* attn_output */
+        { DS_TYPE_Q4_K, 16384, 7168, 4, 0, 0, 16384 },
+        { DS_TYPE_Q4_K, 512, 16384, 1, 128, 512, 65536 },    /* v_b per head */
+        { DS_TYPE_Q5_K, 18432, 7168, 1, 0, 0, 18432 },       /* dense down */
+        { DS_TYPE_Q6_K, 7168, 129280, 1, 0, 0, 7168 },       /* output */
+        { DS_TYPE_Q8_0, 128, 65536, 1, 512, 192, 24576 },    /* k_b per head */
+        { DS_TYPE_Q8_0, 128, 65536, 2, 512, 192, 24576 },
+        { DS_TYPE_Q8_0, 7168, 18432, 1, 0, 0, 7168 },
+    };
+    for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) {
+        q8_case c = { .t = sh[i].t, .K = sh[i].K, .M = sh[i].M, .n = sh[i].n, .group_rows = sh[i].gr,
+                      .group_stride = sh[i].gs, .ldx = sh[i].ldx, .raw = false, .host = false, .seed = 9000 + i };
+        run_case(&c);
+    }
+}
+
+/* ds_cu_quantize_q8 alone: x rows wider than K (the float4 path) and x one
+ * float off 16-byte alignment (the scalar path), K not a multiple of 128 */
+static void test_quantize(void) {
+    const int64_t K = 96, ldx = 100;
+    const int n = 3;
+    uint64_t st = 5;
+    float *x = malloc(((size_t)n * ldx + 4) * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * ldx + 4; i++) x[i] = ds_test_randf(&st) * (i % 40 < 8 ? 100.f : 1.f);
+    const size_t xqb = ds_cu_q8_bytes(K, n), xrs = ds_cu_q8_row_bytes(K);
+    uint8_t *h = malloc(xqb), *d = malloc(xqb);
+    float *dx = NULL;
+    void *dq = NULL;
+    bool ok = cudaMalloc((void **)&dx, ((size_t)n * ldx + 4) * sizeof(float)) == cudaSuccess &&
+              cudaMalloc(&dq, xqb) == cudaSuccess &&
+              cudaMemcpy(dx, x, ((size_t)n * ldx + 4) * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess;
+    CHECK(ok, "cuda alloc");
+    for (int off = 0; ok && off <= 1; off++) {
+        ds_cu_quantize_q8_host(x + off, ldx, K, n, h);
+        ok = ds_cu_quantize_q8(dx + off, ldx, K, n, dq, 0) == 0 &&
+             cudaMemcpy(d, dq, xqb, cudaMemcpyDeviceToHost) == cudaSuccess;
+        bool same = ok;
+        for (int r = 0; r < n; r++) same &= !memcmp(h + r * xrs, d + r * xrs, (size_t)(K + K / 4));
+        CHECK(same, "quantize_q8 K %lld ldx %lld x offset %d: device differs from host", (long long)K, (long long)ldx,
+              off);
+        double worst_e = 0;
+        for (int r = 0; r < n; r++)
+            for (int64_t e = 0; e < K; e++) {
+                float ds[2];
+                memcpy(ds, h + r * xrs + K + 8 * (e / 32), 8);
+                const double err = fabs((double)x[off + r * ldx + e] - (double)ds[0] * (int8_t)h[r * xrs + e]);
+                if (ds[0] > 0 && err / ds[0] > worst_e) worst_e = err / ds[0];
+            }
+        /* the stated error: |x - d q| <= d / 2, plus the rounding of x * 127/absmax (~3e-5 d) */
+        CHECK(worst_e <= 0.5 + 1e-4, "quantize_q8 error %.6f d", worst_e);
+    }
+    cudaFree(dx); cudaFree(dq);
+    free(x); free(h); free(d);
+}
+
+/* What the API refuses (no GPU needed: the host twin validates the same way) */
+static void test_args(void) {
+    CHECK(ds_cu_gemv_q8_supported(DS_TYPE_Q3_K, 7168, 0) && ds_cu_gemv_q8_supported(DS_TYPE_Q8_0, 96, 512),
+          "supported shapes");
+    CHECK(!ds_cu_gemv_q8_supported(DS_TYPE_Q4_K, 96, 0) && !ds_cu_gemv_q8_supported(DS_TYPE_F32, 256, 0) &&
+              !ds_cu_gemv_q8_supported(DS_TYPE_IQ4_XS, 256, 0),
+          "unsupported shapes/types");
+    static _Alignas(16) uint8_t w[2 * 144], xq[1024];
+    float y[4];
+    const ds_cu_gemv_params ok = { .w = w, .type = DS_TYPE_Q4_K, .K = 256, .M = 2, .row_bytes = 144, .ldx = 256,
+                                   .y = y, .ldy = 2, .n = 1 };
+    ds_cu_gemv_params p = ok;
+    CHECK(ds_cu_gemv_q8_host(&p, xq, NULL) == 0, "a valid call");
+    p.ldx = 224; /* shorter than K */
+    CHECK(ds_cu_gemv_q8_host(&p, xq, NULL) != 0, "ldx < K refused");
+    p = ok, p.group_rows = 1, p.group_stride = 32, p.ldx = 256; /* second head's slice ends at 288 > ldx */
+    CHECK(ds_cu_gemv_q8_host(&p, xq, NULL) != 0, "head slice past ldx refused");
+    p = ok, p.row_bytes = 142;
+    CHECK(ds_cu_gemv_q8_host(&p, xq, NULL) != 0, "short rows refused");
+    p = ok;
+    CHECK(ds_cu_gemv_q8_host(&p, xq + 8, NULL) != 0, "misaligned xq refused");
+    p = ok, p.w = w + 1;
+    CHECK(ds_cu_gemv_q8_host(&p, xq, NULL) != 0, "odd weight address refused");
+}
+
+int main(void) {
+    g_dev = ds_cuda_device_count() > 0;
+    test_args();
+    test_awkward();
+    test_grouped();
+    if (!g_dev) {
+        if (ds_test_failed) return ds_test_finish("test_cuda_gemv_q8");
+        printf("skipped: no CUDA device (the host emulation of the kernels passed %d checks)\n", ds_test_passed);
+        return 77;
+    }
+    test_quantize();
+    if (!getenv("DS_CUDA_TEST_QUICK")) test_full_width();
+    return ds_test_finish("test_cuda_gemv_q8");
+}
