@@ -182,9 +182,11 @@ static int x_to_half(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int 
     return ds_cu_to_half_rows(x, ldx, cols, n, C->xh, C->xinv, C->s);
 }
 
-/* decode rows (at most GRAPH_MAX_ROWS) on the int8 GEMV, when it reads the type */
+/* decode rows on the int8 GEMV, when it reads the type: up to 4 rows (it
+ * makes a pass per 4 rows; from 5 rows the f32 GEMV's 16-row passes read
+ * the weights fewer times) */
 static bool use_q8(const cu_impl *C, const cu_w *W, int n, int64_t ldx, int64_t group_rows, int64_t group_stride) {
-    return C->gemv_q8 && n <= GRAPH_MAX_ROWS && ldx % 32 == 0 && group_stride % 32 == 0 &&
+    return C->gemv_q8 && n <= 4 && ldx % 32 == 0 && group_stride % 32 == 0 &&
            ds_cu_gemv_q8_supported(W->type, W->K, group_rows);
 }
 
