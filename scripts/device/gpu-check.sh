@@ -148,10 +148,16 @@ fi
 
 if has memcheck; then
   stage "compute-sanitizer memcheck"
-  DS_CUDA_TEST_QUICK=1 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/test_cuda_blocks" 2>&1 | tail -4
-  echo "memcheck test_cuda_blocks (quick) exit ${PIPESTATUS[0]}"
+  for t in ${MEMCHECK_TESTS:-test_cuda_gemm test_cuda_mla test_cuda_blocks test_cuda_gemv_q8}; do
+    DS_CUDA_TEST_QUICK=1 timeout ${MEMCHECK_TIMEOUT:-300} compute-sanitizer --tool memcheck --error-exitcode 9 \
+      "$BUILD/tests/$t" 2>&1 | tail -3
+    echo "memcheck $t (quick) exit ${PIPESTATUS[0]}"
+  done
+  # 20 tokens: the prefill takes the tensor-core GEMM (17+ rows) and MLA core, the LM head's
+  # last chunk of 4 rows the int8 GEMV
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/dsinfer" logits \
-    -m tests/data/models/dsv3_kq/dsv3_kq-Q3_K_M.gguf --tokens 979,272,215,812 -o /tmp/ms.f32 --device cuda 2>&1 | tail -3
+    -m tests/data/models/dsv3_kq/dsv3_kq-Q3_K_M.gguf --tokens 979,272,215,812,17,4,99,1000,23,5,6,7,8,9,10,11,12,13,14,15 \
+    -o /tmp/ms.f32 --device cuda 2>&1 | tail -3
   echo "memcheck dsinfer logits --device cuda exit ${PIPESTATUS[0]}"
 fi
 stage done
