@@ -11,13 +11,16 @@
 #define DS_MAX_GPUS (DS_MAX_DEVICES - 1)
 
 /* Calibration, measured with the 10-layer full-width synth (3 dense,
- * q3_k_m, 37.6 GiB) on an H200 host (16 cores, 100 GB/s host reads, GPU
- * 4.45 TB/s): all on the GPU tg 174 tok/s at 3.72 GB/step; -ngl 99
- * --cpu-moe 51 tok/s (1.169 GB host, 2.551 GB GPU); pp512 265 tok/s with
- * host experts streamed (~36 GB/s), 127 tok/s with them on the CPU. */
-#define DS_PLAN_O_GPU_LAYER 0.4911e-3   /* s per decode step per layer whose attention is on a GPU: (1/174 - 3.72/4450) / 10 */
-#define DS_PLAN_O_HYB_LAYER 0.3477e-3   /* s per decode step per layer with host experts: (1/51 - 12.263 ms - 10 * 0.4911 ms) / 7 */
-#define DS_PLAN_GPU_TFLOPS 6.69         /* dsinfer's prefill rate on the H200 (TFLOP/s of weight matmuls), not the GPU's peak */
+ * q3_k_m, 37.6 GiB, 3.72 GB/step) on an H200 host (16 cores), in one job
+ * (2026-11-27 06:12 UTC, session 3: tensor-core prefill, int8 decode GEMV):
+ * host reads 90.5 GB/s, GPU reads 4477 GB/s; all on the GPU tg 267.3 tok/s
+ * and pp512 4048 tok/s; -ngl 99 --cpu-moe tg 47.55 tok/s (1.169 GB host,
+ * 2.551 GB GPU). The CPU rate is session 2's (pp512 127 tok/s with the
+ * host experts on the CPU; that code did not change). */
+#define DS_PLAN_O_GPU_LAYER 0.29102e-3  /* s per decode step per layer whose attention is on a GPU: (1/267.3 - 3.72/4477) / 10 */
+#define DS_PLAN_O_HYB_LAYER 0.66191e-3  /* s per decode step per layer with host experts: (1/47.55 - 1.169/90.5 - 2.551/4477 - 10 * 0.29102 ms) / 7 */
+#define DS_PLAN_GPU_TFLOPS 50.98        /* dsinfer's prefill rate on the H200 (TFLOP/s of weight matmuls), not the GPU's peak:
+                                           5.988 TFLOP per 512 tokens (as predicted) in 512/4048.3 s - 40.36 GB / 4477 GB/s */
 #define DS_PLAN_CPU_TFLOPS 0.72         /* 16 host cores computing routed experts (8-bit activations) */
 
 /* What the planner may use. */
