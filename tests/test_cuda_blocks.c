@@ -180,38 +180,15 @@ static ds_model *synth_model(ds_synth_mix mix, bool legacy, const char *file) {
  * logits [n][n_vocab] (malloc'd) or NULL */
 static float *decode_pinned(const ds_model *m, ds_type kv, int kv_block, const int32_t *ids, int n,
                             const int32_t *route) {
-    const int L = m->hp.n_layer, k = m->hp.n_expert_used;
-    const size_t V = (size_t)m->hp.n_vocab;
     ds_ctx_params p;
     ds_ctx_params_default(&p);
     p.device = "cuda";
     p.kv_type = kv;
     p.n_ctx = n;
     p.kv_block = kv_block;
-    setenv("DSINFER_CUDA_FORWARD", "0", 1);
-    ds_ctx *c = NULL;
-    ds_error err = { 0 };
-    const bool made = ds_ctx_create(m, &p, &c, &err) == DS_OK;
+    setenv("DSINFER_CUDA_FORWARD", "0", 1); /* read at backend creation, inside */
+    float *logits = ds_test_decode_steps_pinned(m, &p, ids, n, route);
     unsetenv("DSINFER_CUDA_FORWARD");
-    if (!made) {
-        fprintf(stderr, "ctx: %s\n", err.msg);
-        return NULL;
-    }
-    float *logits = malloc((size_t)n * V * sizeof *logits);
-    int32_t *force = malloc((size_t)L * k * sizeof *force);
-    for (int i = 0; i < n && logits; i++) {
-        for (int il = 0; il < L; il++) memcpy(force + (size_t)il * k, route + ((size_t)il * n + i) * k, k * sizeof *force);
-        ds_ctx_set_routing(c, 1, NULL, force, NULL);
-        int32_t pos = i, seq = 0;
-        ds_batch b = { 1, ids + i, &pos, &seq, NULL };
-        if (ds_ctx_decode(c, &b, logits + (size_t)i * V, &err)) {
-            fprintf(stderr, "decode step %d: %s\n", i, err.msg);
-            free(logits);
-            logits = NULL;
-        }
-    }
-    free(force);
-    ds_ctx_free(c);
     return logits;
 }
 

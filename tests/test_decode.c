@@ -84,6 +84,30 @@ int main(void) {
     CHECK(e <= BOUND, "token by token: %.3e", e);
     free(tbt);
 
+    /* decode steps pinned to a prefill's routing give the free decode's
+     * logits; pinned to other experts they do not (the pin takes effect) */
+    const int L = m->hp.n_layer, k = m->hp.n_expert_used;
+    int32_t *route = calloc((size_t)L * n2 * k, sizeof *route);
+    float *rec = ds_test_prefill(m, "cpu", DS_TYPE_F32, 512, 2, ids2, n2, route, NULL, NULL);
+    ds_ctx_params cp;
+    ds_ctx_params_default(&cp);
+    cp.device = "cpu";
+    cp.kv_type = DS_TYPE_F32;
+    cp.n_ctx = n2;
+    cp.n_threads = 2;
+    float *free_dec = ds_test_decode_steps_p(m, &cp, ids2, n2);
+    float *pinned = ds_test_decode_steps_pinned(m, &cp, ids2, n2, route);
+    for (int i = 0; i < L * n2 * k; i++)
+        if (route[i] >= 0) route[i] = (route[i] + 1) % m->hp.n_expert;
+    float *moved = ds_test_decode_steps_pinned(m, &cp, ids2, n2, route);
+    CHECK(rec && free_dec && pinned && moved, "pinned decode runs");
+    if (free_dec && pinned && moved) {
+        const double ep = ds_test_rel_l2(pinned, free_dec, n2 * V), em = ds_test_rel_l2(moved, free_dec, n2 * V);
+        printf("decode pinned to the prefill's experts vs free %.3e, to other experts %.3e\n", ep, em);
+        CHECK(ep <= BOUND && em > 1e-3, "pinned decode %.3e, moved %.3e", ep, em);
+    }
+    free(route); free(rec); free(free_dec); free(pinned); free(moved);
+
     float *la = malloc(n * V * sizeof *la), *lb = malloc(n2 * V * sizeof *lb);
     interleaved(m, ids, n, ids2, n2, la, lb);
     float *b_alone = ds_test_prefill(m, "cpu", DS_TYPE_F32, 512, 2, ids2, n2, NULL, NULL, NULL);

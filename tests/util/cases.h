@@ -25,6 +25,12 @@ float *ds_test_decode_steps(const ds_model *m, const char *device, ds_type kv, i
 /* The same with the context's parameters as given. */
 float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n);
 
+/* ... with each step's experts pinned to route ([n_layer][n][n_expert_used],
+ * a prefill's record; NULL: chosen freely). Pinning needs the blocks path
+ * (DSINFER_CUDA_FORWARD=0 for the CUDA backend). */
+float *ds_test_decode_steps_pinned(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n,
+                                   const int32_t *route);
+
 /* CUDA backends made after this call: ds_test_cuda_f32() runs every product
  * on the f32 GEMV and the attention core on the scalar f32 kernel (for the
  * tight bounds); ds_test_cuda_tc(r) the tensor-core GEMM from r rows on and

@@ -163,6 +163,11 @@ float *ds_test_decode_steps(const ds_model *m, const char *device, ds_type kv, i
 }
 
 float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n) {
+    return ds_test_decode_steps_pinned(m, p, ids, n, NULL);
+}
+
+float *ds_test_decode_steps_pinned(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n,
+                                   const int32_t *route) {
     ds_ctx *c;
     ds_error err = { 0 };
     if (ds_ctx_create(m, p, &c, &err)) {
@@ -170,8 +175,15 @@ float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const i
         return NULL;
     }
     const size_t V = (size_t)m->hp.n_vocab;
+    const int L = m->hp.n_layer, k = m->hp.n_expert_used;
     float *logits = malloc((size_t)n * V * sizeof *logits);
+    int32_t *force = route ? malloc((size_t)L * k * sizeof *force) : NULL;
     for (int i = 0; i < n && logits; i++) {
+        if (force) { /* step i's experts: row i of each layer's [n][k] record */
+            for (int il = 0; il < L; il++)
+                memcpy(force + (size_t)il * k, route + ((size_t)il * n + i) * k, (size_t)k * sizeof *force);
+            ds_ctx_set_routing(c, 1, NULL, force, NULL);
+        }
         int32_t pos = i, seq = 0;
         ds_batch b = { 1, ids + i, &pos, &seq, NULL };
         if (ds_ctx_decode(c, &b, logits + (size_t)i * V, &err)) {
@@ -180,6 +192,7 @@ float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const i
             logits = NULL;
         }
     }
+    free(force);
     ds_ctx_free(c);
     return logits;
 }
