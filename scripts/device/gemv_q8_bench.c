@@ -20,30 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { Q8_0 = 8, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
-
-static size_t row_bytes(int type, int64_t K) {
-    switch (type) {
-    case Q8_0: return (size_t)K / 32 * 34;
-    case Q3_K: return (size_t)K / 256 * 110;
-    case Q4_K: return (size_t)K / 256 * 144;
-    case Q5_K: return (size_t)K / 256 * 176;
-    case Q6_K: return (size_t)K / 256 * 210;
-    }
-    return 0;
-}
-static const char *type_name(int t) {
-    return t == Q8_0 ? "q8_0" : t == Q3_K ? "q3_K" : t == Q4_K ? "q4_K" : t == Q5_K ? "q5_K" : "q6_K";
-}
-
-#define CK(x)                                                                                   \
-    do {                                                                                        \
-        cudaError_t e_ = (x);                                                                   \
-        if (e_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                            \
-        }                                                                                       \
-    } while (0)
+#include "bench_common.h" /* row_bytes, type_name, CK */
 
 static const char *only;
 static int sweep;

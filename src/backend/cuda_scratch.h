@@ -9,6 +9,9 @@
 #define DS_CU_LM_CHUNK 16
 /* prefill micro-batches of at least this many rows stream host-placed experts
  * to the GPU instead of computing them on the CPU (DSINFER_STREAM_ROWS) */
+/* decode products of up to this many rows take the int8 GEMV (gemv_q8.h: a
+ * pass per 4 rows; from 5 rows the f32 GEMV's 16-row passes read less) */
+#define DS_CU_Q8_MAX_ROWS 4
 #define DS_CU_MLA_SPLIT_BLOCKS 256 /* split-KV blocks the MLA workspace holds */
 #define DS_CU_STREAM_ROWS 32 /* LM-head rows per pass (logits scratch [LM_CHUNK][n_vocab]) */
 

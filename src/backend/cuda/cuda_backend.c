@@ -171,35 +171,30 @@ static bool use_gemm(const cu_impl *C, int type, int n, int64_t ldx, int64_t gro
  * (C->x_ready) that x is unchanged since the last conversion and that
  * conversion was of these rows: the second of two products with one input
  * (gate and up, q_a and kv_a) */
-static int x_to_half(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int n) {
-    const bool same = C->x_ready && C->xh_src == x && C->xh_ldx == ldx && C->xh_cols == cols && C->xh_n == n;
+/* True if the copy keyed *k may be reused for these rows (and consumes
+ * x_ready); otherwise *k names them, and the caller converts. */
+static bool x_reuse(cu_impl *C, cu_xkey *k, const float *x, int64_t ldx, int64_t cols, int n) {
+    const bool same = C->x_ready && k->src == x && k->ldx == ldx && k->cols == cols && k->n == n;
     C->x_ready = false;
-    if (same) return 0;
-    C->xh_src = x;
-    C->xh_ldx = ldx;
-    C->xh_cols = cols;
-    C->xh_n = n;
+    if (!same) *k = (cu_xkey){ x, ldx, cols, n };
+    return same;
+}
+
+static int x_to_half(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int n) {
+    if (x_reuse(C, &C->xh_key, x, ldx, cols, n)) return 0;
     return ds_cu_to_half_rows(x, ldx, cols, n, C->xh, C->xinv, C->s);
 }
 
-/* decode rows on the int8 GEMV, when it reads the type: up to 4 rows (it
- * makes a pass per 4 rows; from 5 rows the f32 GEMV's 16-row passes read
- * the weights fewer times) */
+/* decode rows (up to DS_CU_Q8_MAX_ROWS) on the int8 GEMV, when it reads the type */
 static bool use_q8(const cu_impl *C, const cu_w *W, int n, int64_t ldx, int64_t group_rows, int64_t group_stride) {
-    return C->gemv_q8 && n <= 4 && ldx % 32 == 0 && group_stride % 32 == 0 &&
+    return C->gemv_q8 && n <= DS_CU_Q8_MAX_ROWS && ldx % 32 == 0 && group_stride % 32 == 0 &&
            ds_cu_gemv_q8_supported(W->type, W->K, group_rows);
 }
 
 /* x's rows (cols of them, ldx apart) to q8 blocks in C->xq; reuses the last
  * conversion under the same rule as x_to_half */
 static int x_to_q8(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int n) {
-    const bool same = C->x_ready && C->xq_src == x && C->xq_ldx == ldx && C->xq_cols == cols && C->xq_n == n;
-    C->x_ready = false;
-    if (same) return 0;
-    C->xq_src = x;
-    C->xq_ldx = ldx;
-    C->xq_cols = cols;
-    C->xq_n = n;
+    if (x_reuse(C, &C->xq_key, x, ldx, cols, n)) return 0;
     return ds_cu_quantize_q8(x, ldx, cols, n, C->xq, C->s);
 }
 
@@ -282,6 +277,8 @@ static int bind_kv(cu_impl *C, const ds_kv *kv) {
                                .tables = C->d_in + 4 * R, .max_blocks = (int)nb,
                                .row_tab = C->d_in + 2 * R, .pos = C->d_in + R };
     C->kv = kv;
+    /* the attention core's kernel depends on the cache type: decided once here, not per layer */
+    C->mla_tc_ok = C->mla_tc && ds_cu_mla_tc_supported(C->view.kv_type, hp->kv_lora, hp->d_rope, hp->n_head);
     for (int i = 0; i < N_GRAPHS; i++) { /* graphs hold the old pointers */
         if (C->graphs[i].n) cudaGraphExecDestroy(C->graphs[i].exec);
         C->graphs[i].n = 0;
@@ -354,7 +351,7 @@ static int dev_attn(cu_impl *C, int il, int n, const float *h, float *out) {
     if ((rc = ds_cu_rope_q(C->q, n, H, DQK, hp->d_nope, DR, C->freq, C->view.pos, C->s))) return rc;
     /* q_nope -> latent per head (k_b rows [H][LR], x = q[r][h][0..d_nope)) */
     if ((rc = gemv_heads(C, &L->k_b, C->q, (int64_t)H * DQK, LR, DQK, n, C->qabs, (int64_t)H * LR))) return rc;
-    if (C->mla_tc && ds_cu_mla_tc_supported(C->view.kv_type, LR, DR, H))
+    if (C->mla_tc_ok)
         rc = ds_cu_mla_tc(C->qabs, C->q, n, H, DQK, hp->d_nope, LR, DR, (float)hp->kq_scale, &C->view, il, C->olat,
                           C->mla_work, C->mla_work_floats, C->s);
     else
@@ -454,7 +451,7 @@ static int moe_grouped_gemm(cu_impl *C, int il, const int *cnt, const int *off, 
     const bool fused = L->gate_up_exps.d != NULL;
     const cu_w *g = fused ? &L->gate_up_exps : &L->gate_exps, *u = fused ? &L->gate_up_exps : &L->up_exps;
     const size_t gstride = (size_t)(fused ? 2 * F : F) * g->row_bytes;
-    C->xh_src = NULL; /* xh now holds the gathered rows */
+    C->xh_key.src = NULL; /* xh now holds the gathered rows */
     int rc;
     if ((rc = ds_cu_to_half_rows(C->moe_y, E, E, total, C->xh, C->xinv, C->s))) return rc;
     ds_cu_gemm_params p = { .w = g->d, .type = g->type, .K = E, .M = F, .row_bytes = g->row_bytes,

@@ -34,6 +34,13 @@ typedef struct cu_layer {
 /* DSINFER_CUDA_PROFILE=1: time each stage with events (no graphs), print at free */
 enum { P_APROJ, P_ACORE, P_AOUT, P_NORM, P_DENSE, P_ROUTE, P_SHARED, P_MOE, P_LM, P_N };
 
+/* which activation rows a converted copy (f16 or int8) holds */
+typedef struct cu_xkey {
+    const float *src;          /* NULL: nothing reusable */
+    int64_t ldx, cols;
+    int n;
+} cu_xkey;
+
 typedef struct cu_graph {
     int n, nw;                 /* the shape it was captured for (0 = empty slot) */
     cudaGraphExec_t exec;
@@ -58,28 +65,24 @@ typedef struct cu_impl {
     int32_t *h_moe_idx, *h_ids;    /* pinned host mirrors ([2][R*k], [R*k]) */
     /* tensor-core GEMM (gemm.h) for micro-batches of gemm_min_rows rows or more
      * (DSINFER_GEMM_MIN_ROWS; 0 = never): activations converted to f16 in xh
-     * with per-row scales xinv, converted from xh_src (its shape beside it);
-     * x_ready: the caller says xh_src's contents did not change since */
+     * with per-row scales xinv, converted from the rows xh_key names;
+     * x_ready: the caller says those rows did not change since */
     int gemm_min_rows;
     void *xh;
     float *xinv;
     bool x_ready;
-    const float *xh_src;
-    int64_t xh_ldx, xh_cols;
-    int xh_n;
+    cu_xkey xh_key;
     int32_t *moe_tiles, *h_moe_tiles; /* grouped MoE tiles, device and pinned [max][3] */
     /* MLA core on tensor cores (mla_tc.h, DSINFER_CUDA_MLA_TC=0 turns it off)
      * with its split-KV workspace */
-    bool mla_tc;
+    bool mla_tc, mla_tc_ok;    /* ok: on, and the bound cache's type and the shapes suit it */
     float *mla_work;
     size_t mla_work_floats;
     /* decode products on int8 activations (gemv_q8.h): x quantized into xq
-     * (from xq_src, its shape beside it; x_ready as for xh) */
+     * (the rows xq_key names; x_ready as for xh) */
     bool gemv_q8;
     void *xq;
-    const float *xq_src;
-    int64_t xq_ldx, xq_cols;
-    int xq_n;
+    cu_xkey xq_key;
     /* device KV (bound lazily to the engine's ds_kv: its geometry is known only then) */
     const ds_kv *kv;
     void *kv_pool;

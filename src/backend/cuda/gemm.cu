@@ -26,6 +26,7 @@
  * inputs, which use expert e's weights. */
 #include "gemm.h"
 #include "dequant.cuh"
+#include "dot_strided.cuh" /* ds_cu_bytes4, ds_cu_ld4a2 */
 #include "cuda_check.h"
 
 #include <cuda_fp16.h>
@@ -46,19 +47,15 @@ template <int T> __host__ __device__ constexpr int gm_raw_bytes() {
  * (all at 4-byte multiples inside a super-block) take 4-byte loads */
 template <int T> __host__ __device__ constexpr int gm_raw_stride() { return (gm_raw_bytes<T>() + 15) & ~15; }
 
-/* Byte k of w as the float 2^23 + byte (exact): one byte_perm instead of a
- * shift, a mask and an int-to-float conversion, which runs at a quarter of
- * the FMA rate and bounded the first version of the tile dequantization. */
-template <int k> __device__ __forceinline__ float gm_magic(uint32_t w) {
-    return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540 | k));
-}
-#define GM_2P23 8388608.0f
 
 /* 32 elements of chunk c (of a super-block, or 32-element block c) from a
  * raw row in shared memory to f16 pairs: each value is the exact f32 value
  * ds_cu_dq32 gives (these types' products are exact in f32), rounded once,
  * so both paths give the same bits. The K-quants and q8_0 unpack four
- * values per 32-bit word; the other types go through ds_cu_dq32. */
+ * values per 32-bit word with the GEMV's ds_cu_bytes4 (fields to floats by
+ * OR-ing in an exponent: no int-to-float conversions, which run at a quarter
+ * of the FMA rate and bounded the first version of this dequantization);
+ * the other types go through ds_cu_dq32. */
 template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c, __half2 h[16]) {
     if constexpr (T == DS_TYPE_Q4_K || T == DS_TYPE_Q5_K) {
         const int j = c & 7;
@@ -72,10 +69,10 @@ template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c
         for (int i = 0; i < 8; i++) {
             uint32_t x = (q[i] >> shift) & 0x0F0F0F0Fu;
             if constexpr (T == DS_TYPE_Q5_K) x |= ((((const uint32_t *)(b + 16))[i] >> j) & 0x01010101u) << 4;
-            const float f0 = gm_magic<0>(x) - GM_2P23, f1 = gm_magic<1>(x) - GM_2P23;
-            const float f2 = gm_magic<2>(x) - GM_2P23, f3 = gm_magic<3>(x) - GM_2P23;
-            h[2 * i] = __floats2half2_rn(fmaf(dl, f0, -ml), fmaf(dl, f1, -ml));
-            h[2 * i + 1] = __floats2half2_rn(fmaf(dl, f2, -ml), fmaf(dl, f3, -ml));
+            float f[4];
+            ds_cu_bytes4(x, 0x1F, 0.f, f);
+            h[2 * i] = __floats2half2_rn(fmaf(dl, f[0], -ml), fmaf(dl, f[1], -ml));
+            h[2 * i + 1] = __floats2half2_rn(fmaf(dl, f[2], -ml), fmaf(dl, f[3], -ml));
         }
     } else if constexpr (T == DS_TYPE_Q3_K) {
         const int j = c & 7;
@@ -93,9 +90,11 @@ template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c
 #pragma unroll
         for (int i = 0; i < 8; i++) { /* x = low 2 bits | high bit << 2: the value is x - 4 */
             const uint32_t x = ((qs[i] >> shift) & 0x03030303u) | (((hm[i] >> j) & 0x01010101u) << 2);
-            const float sc = dl[i / 4], off = GM_2P23 + 4.0f;
-            h[2 * i] = __floats2half2_rn(sc * (gm_magic<0>(x) - off), sc * (gm_magic<1>(x) - off));
-            h[2 * i + 1] = __floats2half2_rn(sc * (gm_magic<2>(x) - off), sc * (gm_magic<3>(x) - off));
+            const float sc = dl[i / 4];
+            float f[4];
+            ds_cu_bytes4(x, 0x07, 4.f, f);
+            h[2 * i] = __floats2half2_rn(sc * f[0], sc * f[1]);
+            h[2 * i + 1] = __floats2half2_rn(sc * f[2], sc * f[3]);
         }
     } else if constexpr (T == DS_TYPE_Q6_K) {
         const int j = c & 7, hh = j >> 2, s = j & 3;
@@ -107,19 +106,21 @@ template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c
 #pragma unroll
         for (int i = 0; i < 8; i++) { /* x = 6 bits: the value is x - 32 */
             const uint32_t x = ((ql[i] >> sl) & 0x0F0F0F0Fu) | (((qh[i] >> sh) & 0x03030303u) << 4);
-            const float sc = i < 4 ? dl0 : dl1, off = GM_2P23 + 32.0f;
-            h[2 * i] = __floats2half2_rn(sc * (gm_magic<0>(x) - off), sc * (gm_magic<1>(x) - off));
-            h[2 * i + 1] = __floats2half2_rn(sc * (gm_magic<2>(x) - off), sc * (gm_magic<3>(x) - off));
+            const float sc = i < 4 ? dl0 : dl1;
+            float f[4];
+            ds_cu_bytes4(x, 0x3F, 32.f, f);
+            h[2 * i] = __floats2half2_rn(sc * f[0], sc * f[1]);
+            h[2 * i + 1] = __floats2half2_rn(sc * f[2], sc * f[3]);
         }
     } else if constexpr (T == DS_TYPE_Q8_0) {
-        const uint8_t *blk = b + (size_t)c * 34; /* 2-byte aligned: 16-bit loads */
+        const uint8_t *blk = b + (size_t)c * 34; /* 2-byte aligned */
         const float d = ds_cu_h2f(blk);
-        const uint16_t *q = (const uint16_t *)(blk + 2);
 #pragma unroll
-        for (int i = 0; i < 16; i++) { /* signed bytes + 128 via the sign bit */
-            const uint32_t x = (uint32_t)q[i] ^ 0x8080u;
-            const float off = GM_2P23 + 128.0f;
-            h[i] = __floats2half2_rn((gm_magic<0>(x) - off) * d, (gm_magic<1>(x) - off) * d);
+        for (int i = 0; i < 8; i++) { /* signed bytes + 128 via the sign bit */
+            float f[4];
+            ds_cu_bytes4(ds_cu_ld4a2(blk + 2 + 4 * i) ^ 0x80808080u, 0xFF, 128.f, f);
+            h[2 * i] = __floats2half2_rn(f[0] * d, f[1] * d);
+            h[2 * i + 1] = __floats2half2_rn(f[2] * d, f[3] * d);
         }
     } else {
         float v[32];

@@ -35,39 +35,13 @@ enum { Q8T_Q8_0 = 8, Q8T_Q2_K = 10, Q8T_Q3_K = 11, Q8T_Q4_K = 12, Q8T_Q5_K = 13,
 
 /* ---- primitives, each with a host twin ------------------------------------------ */
 
-Q8_HD uint32_t q8_ld32(const uint8_t *p) { /* 4-byte aligned */
+/* a T-sized load at a sizeof(T)-aligned address (uint16_t, uint32_t, uint2, uint4) */
+template <typename T> Q8_HD T q8_ld(const uint8_t *p) {
 #ifdef __CUDA_ARCH__
-    return *(const uint32_t *)p;
+    return *(const T *)p;
 #else
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-#endif
-}
-Q8_HD uint2 q8_ld64(const uint8_t *p) { /* 8-byte aligned */
-#ifdef __CUDA_ARCH__
-    return *(const uint2 *)p;
-#else
-    uint2 v;
-    memcpy(&v, p, 8);
-    return v;
-#endif
-}
-Q8_HD uint4 q8_ld128(const uint8_t *p) { /* 16-byte aligned */
-#ifdef __CUDA_ARCH__
-    return *(const uint4 *)p;
-#else
-    uint4 v;
-    memcpy(&v, p, 16);
-    return v;
-#endif
-}
-Q8_HD uint16_t q8_ld16(const uint8_t *p) { /* 2-byte aligned */
-#ifdef __CUDA_ARCH__
-    return *(const uint16_t *)p;
-#else
-    uint16_t v;
-    memcpy(&v, p, 2);
+    T v;
+    memcpy(&v, p, sizeof v);
     return v;
 #endif
 }
@@ -165,24 +139,24 @@ template <int N, int A> Q8_HD void q8_ldw(const uint8_t *st, int off, uint32_t *
     if constexpr (A >= 16 && N % 4 == 0) {
 #pragma unroll
         for (int k = 0; k < N / 4; k++) {
-            const uint4 v = q8_ld128(st + off + 16 * k);
+            const uint4 v = q8_ld<uint4>(st + off + 16 * k);
             o[4 * k] = v.x, o[4 * k + 1] = v.y, o[4 * k + 2] = v.z, o[4 * k + 3] = v.w;
         }
     } else if constexpr (A >= 8 && N % 2 == 0) {
 #pragma unroll
         for (int k = 0; k < N / 2; k++) {
-            const uint2 v = q8_ld64(st + off + 8 * k);
+            const uint2 v = q8_ld<uint2>(st + off + 8 * k);
             o[2 * k] = v.x, o[2 * k + 1] = v.y;
         }
     } else if constexpr (A >= 4) {
 #pragma unroll
-        for (int k = 0; k < N; k++) o[k] = q8_ld32(st + off + 4 * k);
+        for (int k = 0; k < N; k++) o[k] = q8_ld<uint32_t>(st + off + 4 * k);
     } else {
         const uint8_t *b = st + (off & ~3);
         const int sh = (off & 2) * 8;
         uint32_t a[N + 1];
 #pragma unroll
-        for (int k = 0; k <= N; k++) a[k] = q8_ld32(b + 4 * k);
+        for (int k = 0; k <= N; k++) a[k] = q8_ld<uint32_t>(b + 4 * k);
 #pragma unroll
         for (int k = 0; k < N; k++) o[k] = q8_fshr(a[k], a[k + 1], sh);
     }
@@ -230,7 +204,7 @@ template <> struct q8t<Q8T_Q3_K> {
         q8_ldw<4, AL>(st, u + 16 * lh, hm);
         q8_ldw<4, AL>(st, u + 32 + 32 * h + 16 * lh, q);
         q8_ldw<3, AL>(st, u + 96, sc);
-        w.d = q8_h2f(q8_ld16(st + u + 108));
+        w.d = q8_h2f(q8_ld<uint16_t>(st + u + 108));
 #pragma unroll
         for (int s = 0; s < 4; s++) {
             /* scale k = 8h + 2s + lh: low nibble h of scales[k % 8], top bits
@@ -434,7 +408,7 @@ template <> struct q8t<Q8T_Q6_K> {
         q8_ldw<4, AL>(st, u + 64 * h + 32 + 16 * lh, qb); /* ql for s = 1, 3 */
         q8_ldw<4, AL>(st, u + 128 + 32 * h + 16 * lh, qh);
         q8_ldw<2, q8_min<AL, 8>::v>(st, u + 192 + 8 * h, sc);
-        w.d = q8_h2f(q8_ld16(st + u + 208));
+        w.d = q8_h2f(q8_ld<uint16_t>(st + u + 208));
 #pragma unroll
         for (int s = 0; s < 4; s++) {
             /* scales[8h + 2s + lh] */
@@ -481,7 +455,7 @@ template <> struct q8t<Q8T_Q8_0> {
         x.d = q8_ldgf(&ds[0].x);
     }
     template <int AL> static Q8_HD void decode(wts &w, const uint8_t *st, int u, int t) {
-        w.d = q8_h2f(q8_ld16(st + u));
+        w.d = q8_h2f(q8_ld<uint16_t>(st + u));
         q8_ldw<8, q8_min<AL, 2>::v>(st, u + 2, w.q);
     }
     static Q8_HD float dot(const wts &w, const act &x) {
