@@ -552,9 +552,12 @@ static void test_reasoning_queue_timeout(void) {
     /* ignore_eos: the tiny model often samples EOS early, which would free
      * the slot before the third request arrives */
     const char *lq = "{\"prompt\":\"go on\",\"max_tokens\":8000,\"stream\":true,\"ignore_eos\":true}";
+    CHECK(wait_health(port, "slots_processing", 0), "slot idle before the queue case");
+    /* back to back: the second may arrive before the engine has moved the
+     * first into the free slot, and must still be queued, not refused */
     int fa = ds_http_send_only(port, "POST", "/v1/completions", "", lq, strlen(lq));
-    CHECK(wait_health(port, "slots_processing", 1), "long request running");
     int fb = ds_http_send_only(port, "POST", "/v1/completions", "", lq, strlen(lq));
+    CHECK(wait_health(port, "slots_processing", 1), "long request running");
     CHECK(wait_health(port, "requests_queued", 1), "second request queued");
     const char *sq = "{\"prompt\":\"hi\",\"max_tokens\":2}";
     int fc = ds_http_send_only(port, "POST", "/v1/completions", "", sq, strlen(sq));

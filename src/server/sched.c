@@ -37,6 +37,7 @@ struct ds_sched {
     pthread_cond_t cv;
     ds_job *q_head, *q_tail;
     int n_queued;
+    int n_idle;          /* slots without a job; under mu (see ds_sched_submit) */
     bool stopping, cancel_all;
     ds_slot *slots;      /* [n_slots], engine thread only */
     ds_slot_info *info;  /* [n_slots], published under mu */
@@ -235,6 +236,12 @@ static void slot_release(ds_sched *s, ds_slot *sl, ds_finish f, const ds_http_er
     sl->reserve = 0;
     sl->last_used = s->n_steps;
     ds_job_unref(j);
+    /* published now, not at the next loop: a request that arrives in
+     * between must see the free slot (ds_sched_submit counts it) */
+    pthread_mutex_lock(&s->mu);
+    s->n_idle++;
+    publish(s);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int64_t nb) {
@@ -304,6 +311,7 @@ static void admit(ds_sched *s) {
         ds_ctx_seq_truncate(s->c, best->id, keep);
         best->n_cache = keep;
         best->job = j;
+        s->n_idle--;
         best->prefilling = true;
         best->reserve = need;
         ds_detok_reset(best->detok);
@@ -504,6 +512,7 @@ ds_status ds_sched_create(ds_ctx *c, const ds_tokenizer *tok, const ds_sched_par
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->slots = calloc((size_t)p->n_slots, sizeof *s->slots);
+    s->n_idle = p->n_slots;
     s->info = calloc((size_t)p->n_slots, sizeof *s->info);
     s->b_tok = malloc((size_t)s->cap_rows * sizeof(int32_t));
     s->b_pos = malloc((size_t)s->cap_rows * sizeof(int32_t));
@@ -586,7 +595,9 @@ bool ds_sched_submit(ds_sched *s, ds_job *j, ds_http_error *e) {
     pthread_mutex_lock(&s->mu);
     bool ok = false;
     if (s->stopping) ds_http_fail(e, 503, "server_error", "shutting_down", "the server is shutting down");
-    else if (s->n_queued >= s->p.max_queue)
+    /* a job that an idle slot will take at the engine's next loop is not
+     * waiting: the bound is on requests beyond the free slots */
+    else if (s->n_queued >= s->p.max_queue + s->n_idle)
         ds_http_fail(e, 503, "server_error", "queue_full", "the server is busy (%d requests queued); retry later",
                      s->n_queued);
     else {
