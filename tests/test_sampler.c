@@ -43,6 +43,29 @@ static void test_greedy(void) {
     CHECK(ds_sampler_sample(s, l) == 617, "argmax");
     l[123] = 9.0f; /* a tie goes to the lower id */
     CHECK(ds_sampler_sample(s, l) == 123, "tie -> lowest id");
+    /* the vectorized scan against a plain ordered one: every position of
+     * the maximum (vector lanes, the tail past the last full vector), ties
+     * across lanes, NaNs (skipped unless at id 0), -inf everywhere */
+    for (int n = 1; n <= 40; n++) {
+        for (int at = 0; at < n; at++) {
+            for (int i = 0; i < n; i++) l[i] = (float)(i % 5);
+            l[at] = 7.0f;
+            if (at + 3 < n) l[at + 3] = 7.0f;
+            if (at > 0) l[at - 1] = NAN;
+            ds_sampler *q = make(&p, n);
+            if (!q) break;
+            const int32_t want = at == 1 ? 0 : at; /* at 1, l[0] is NaN: id 0, as an ordered scan gives */
+            CHECK(ds_sampler_sample(q, l) == want, "argmax n=%d at=%d", n, at);
+            ds_sampler_free(q);
+        }
+    }
+    for (int i = 0; i < 37; i++) l[i] = -INFINITY;
+    ds_sampler *q = make(&p, 37);
+    CHECK(q && ds_sampler_sample(q, l) == 0, "all -inf -> id 0");
+    ds_sampler_free(q);
+    random_logits(l, N, 1);
+    l[617] = 9.0f;
+    l[123] = 9.0f;
     ds_sampler_free(s);
 
     p.temperature = -1.0f; /* any temperature <= 0 is greedy */
@@ -313,17 +336,19 @@ static void test_speed(void) {
     enum { N = 129280 };
     float *l = malloc(N * sizeof *l);
     random_logits(l, N, 5);
-    for (int variant = 0; variant < 2; variant++) {
+    static const char *const names[] = { "defaults", "top_p only", "greedy", "greedy, repeat_penalty" };
+    for (int variant = 0; variant < 4; variant++) {
         ds_sampler_params p = ds_sampler_default_params();
         p.seed = 1;
-        p.repeat_penalty = 1.1f;
+        p.repeat_penalty = variant == 2 ? 1.0f : 1.1f;
         if (variant == 1) p.top_k = 0; /* top_p over the whole vocabulary */
+        if (variant >= 2) p.temperature = 0;
         ds_sampler *s = make(&p, N);
         if (!s) break;
         double t0 = ds_time_s();
         for (int i = 0; i < 100; i++) ds_sampler_accept(s, ds_sampler_sample(s, l));
         double ms = (ds_time_s() - t0) * 10.0;
-        printf("sample at n_vocab %d (%s): %.3f ms/token\n", N, variant ? "top_p only" : "defaults", ms);
+        printf("sample at n_vocab %d (%s): %.3f ms/token\n", N, names[variant], ms);
         CHECK(ms < 50.0, "%.3f ms per token", ms);
         ds_sampler_free(s);
     }

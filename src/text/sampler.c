@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define DS_PENALTY_WINDOW_ALL 65536 /* what repeat_last_n = -1 means */
 
@@ -24,6 +27,7 @@ struct ds_sampler {
     uint64_t seed;   /* the seed in use (drawn for DS_SEED_RANDOM) */
     uint64_t rng[4]; /* xoshiro256** state */
     ds_cand *cand;   /* [n_vocab] the working candidate list */
+    float *pen;      /* [n_vocab] penalised copy of the logits (with penalties only) */
 
     int32_t *ring;   /* [ring_cap] last accepted tokens, for penalties */
     int32_t ring_cap, ring_n, ring_pos;
@@ -108,8 +112,9 @@ ds_status ds_sampler_create(const ds_sampler_params *p, int32_t n_vocab, ds_samp
         s->ring_cap = window;
         s->ring = malloc((size_t)window * sizeof *s->ring);
         s->count = calloc((size_t)n_vocab, sizeof *s->count);
+        s->pen = malloc((size_t)n_vocab * sizeof *s->pen);
     }
-    if (!s->cand || (s->ring_cap && (!s->ring || !s->count))) {
+    if (!s->cand || (s->ring_cap && (!s->ring || !s->count || !s->pen))) {
         ds_sampler_free(s);
         return ds_error_set(err, DS_ERR_OOM, "sampler: out of memory for %d candidates", n_vocab);
     }
@@ -121,6 +126,7 @@ ds_status ds_sampler_create(const ds_sampler_params *p, int32_t n_vocab, ds_samp
 void ds_sampler_free(ds_sampler *s) {
     if (!s) return;
     free(s->cand);
+    free(s->pen);
     free(s->ring);
     free(s->count);
     free(s);
@@ -193,10 +199,12 @@ static void select_top(ds_cand *c, size_t n, size_t k) {
     }
 }
 
-/* Best k of c[0..n) into c[0..k), unordered: a heap of the k best so far
- * with the worst at its root, so most candidates cost one comparison. */
-static void heap_top(ds_cand *c, size_t n, size_t k) {
-    for (size_t i = 1; i < k; i++) { /* sift up: worst to the root */
+/* Best k of the n logits into c[0..k), unordered: a heap of the k best so
+ * far with the worst at its root, so most logits cost one comparison and
+ * only the k kept become candidates (not all of a 129k vocabulary). */
+static void heap_top(ds_cand *c, const float *logits, size_t n, size_t k) {
+    for (size_t i = 0; i < k; i++) { /* sift up: worst to the root */
+        c[i] = (ds_cand){ (int32_t)i, logits[i], 0.0f };
         size_t j = i;
         while (j > 0 && cand_before(&c[(j - 1) / 2], &c[j])) {
             ds_cand t = c[j]; c[j] = c[(j - 1) / 2]; c[(j - 1) / 2] = t;
@@ -204,8 +212,9 @@ static void heap_top(ds_cand *c, size_t n, size_t k) {
         }
     }
     for (size_t i = k; i < n; i++) {
-        if (!cand_before(&c[i], &c[0])) continue;
-        c[0] = c[i];
+        const ds_cand x = { (int32_t)i, logits[i], 0.0f };
+        if (!cand_before(&x, &c[0])) continue;
+        c[0] = x;
         size_t j = 0;
         for (;;) { /* sift down */
             size_t a = 2 * j + 1, w = j;
@@ -220,15 +229,17 @@ static void heap_top(ds_cand *c, size_t n, size_t k) {
 
 /* llama.cpp's penalties: each token seen in the window has its logit divided
  * by repeat_penalty if positive (multiplied if not), then loses
- * frequency * count + presence. cand is still indexed by id here. */
-static void apply_penalties(ds_sampler *s) {
-    if (!s->ring_n) return;
+ * frequency * count + presence. Applied to a copy of the logits, by id;
+ * returns the logits to sample from. */
+static const float *apply_penalties(ds_sampler *s, const float *logits) {
+    if (!s->ring_n) return logits;
+    memcpy(s->pen, logits, (size_t)s->n_vocab * sizeof *s->pen);
     const float rp = s->p.repeat_penalty, fp = s->p.frequency_penalty, pp = s->p.presence_penalty;
     for (int32_t i = 0; i < s->ring_n; i++) {
         int32_t id = s->ring[i];
         int32_t c = s->count[id];
         if (c <= 0) continue; /* done already: marked below */
-        float *l = &s->cand[id].logit;
+        float *l = &s->pen[id];
         *l = *l <= 0 ? *l * rp : *l / rp;
         *l -= (float)c * fp + pp;
         s->count[id] = -c; /* mark, so a token seen twice is penalised once */
@@ -237,6 +248,7 @@ static void apply_penalties(ds_sampler *s) {
         int32_t id = s->ring[i];
         if (s->count[id] < 0) s->count[id] = -s->count[id];
     }
+    return s->pen;
 }
 
 /* Keeps the smallest best-first set whose probability (softmax at
@@ -282,28 +294,61 @@ static size_t apply_top_p(ds_cand *c, size_t n, bool sorted, float top_p) {
     return hi > lo ? lo + 1 : (lo ? lo : 1);
 }
 
-static int32_t argmax(const ds_cand *c, size_t n) {
-    size_t best = 0;
-    for (size_t i = 1; i < n; i++)
-        if (cand_before(&c[i], &c[best])) best = i;
-    return c[best].id;
+/* The best id: the highest logit, the lowest id among equals (what
+ * cand_before orders first); straight over the floats, no candidate list.
+ * With SSE2 two passes (the maximum in 16 lanes, then its first index): at
+ * 129k logits 39 us instead of 100 for one scan carrying an index. A NaN
+ * is never picked unless it is logit 0, as in the ordered scan. */
+static int32_t argmax(const float *l, size_t n) {
+    if (isnan(l[0])) return 0;
+    float m = l[0];
+    size_t i = 0;
+#ifdef __SSE2__
+    __m128 m0 = _mm_set1_ps(m), m1 = m0, m2 = m0, m3 = m0;
+    for (; i + 16 <= n; i += 16) { /* max_ps(x, m) keeps m where x is NaN */
+        m0 = _mm_max_ps(_mm_loadu_ps(l + i), m0);
+        m1 = _mm_max_ps(_mm_loadu_ps(l + i + 4), m1);
+        m2 = _mm_max_ps(_mm_loadu_ps(l + i + 8), m2);
+        m3 = _mm_max_ps(_mm_loadu_ps(l + i + 12), m3);
+    }
+    float t[4];
+    _mm_storeu_ps(t, _mm_max_ps(_mm_max_ps(m0, m1), _mm_max_ps(m2, m3)));
+    for (int j = 0; j < 4; j++) m = t[j] > m ? t[j] : m;
+#endif
+    for (; i < n; i++) m = l[i] > m ? l[i] : m;
+    i = 0;
+#ifdef __SSE2__
+    const __m128 mv = _mm_set1_ps(m);
+    for (; i + 4 <= n; i += 4) {
+        const int hit = _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(l + i), mv));
+        if (hit) return (int32_t)(i + (size_t)__builtin_ctz((unsigned)hit));
+    }
+#endif
+    for (; i < n; i++)
+        if (l[i] == m) return (int32_t)i;
+    return 0;
 }
 
 int32_t ds_sampler_sample(ds_sampler *s, const float *logits) {
     ds_cand *c = s->cand;
     size_t n = (size_t)s->n_vocab;
-    for (size_t i = 0; i < n; i++) c[i] = (ds_cand){(int32_t)i, logits[i], 0.0f};
-    apply_penalties(s);
-    if (!(s->p.temperature > 0)) return argmax(c, n);
+    const float *l = apply_penalties(s, logits);
+    if (!(s->p.temperature > 0)) return argmax(l, n);
 
     bool sorted = false;
     if (s->p.top_k > 0 && (size_t)s->p.top_k < n) {
         const size_t k = (size_t)s->p.top_k;
-        if (k <= 1024) heap_top(c, n, k);
-        else select_top(c, n, k);
+        if (k <= 1024) {
+            heap_top(c, l, n, k);
+        } else {
+            for (size_t i = 0; i < n; i++) c[i] = (ds_cand){ (int32_t)i, l[i], 0.0f };
+            select_top(c, n, k);
+        }
         n = k;
         qsort(c, n, sizeof *c, cand_cmp);
         sorted = true;
+    } else {
+        for (size_t i = 0; i < n; i++) c[i] = (ds_cand){ (int32_t)i, l[i], 0.0f };
     }
     if (s->p.top_p < 1.0f) n = apply_top_p(c, n, sorted, s->p.top_p);
     if (s->p.min_p > 0.0f) {
