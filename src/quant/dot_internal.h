@@ -41,6 +41,10 @@ ds_vec_dot_x4_fn ds_vec_dot_xn_best(ds_type t, int nr);
 /* Activation quantizers of one level: the AVX2 ones are bit-identical to
  * the scalar ones in act_quant.c (same amax, same 127/amax, same
  * round-half-even); the public ds_quantize_row_* pick one. */
+/* mm_profile.c: DSINFER_CPU_PROFILE=1 times every matmul by shape */
+bool ds_mm_prof_on(void);
+void ds_mm_prof_add(ds_type wt, int64_t K, int64_t M, int64_t n_rows, bool serial, double seconds);
+
 void ds_quantize_row_q8_0_scalar(const float *x, void *y, int64_t n);
 void ds_quantize_row_q8_1_scalar(const float *x, void *y, int64_t n);
 void ds_quantize_row_q8_K_scalar(const float *x, void *y, int64_t n);

@@ -112,8 +112,10 @@ void ds_matmul_preq(ds_threadpool *tp, ds_type wt, const void *w, size_t row_str
     job.chunk = ds_mm_chunk_rows(M, row_bytes, nth);
     job.n_chunks = (M + job.chunk - 1) / job.chunk;
     atomic_init(&job.next, nth);
+    const double t0 = ds_mm_prof_on() ? ds_time_s() : 0;
     if (!tp || job.n_chunks == 1) ds_mm_task(&job, 0, 1);
     else ds_threadpool_run(tp, ds_mm_task, &job);
+    if (t0 > 0) ds_mm_prof_add(wt, K, M, n_rows, false, ds_time_s() - t0);
 }
 
 void ds_matmul_serial_preq(ds_type wt, const void *w, size_t row_stride, int64_t K, int64_t M, const void *act,
@@ -122,7 +124,9 @@ void ds_matmul_serial_preq(ds_type wt, const void *w, size_t row_stride, int64_t
     if (M <= 0 || n_rows <= 0) return;
     ds_mm_job job;
     mm_job_init(&job, wt, w, row_stride, K, M, act, n_rows, y, ldy);
+    const double t0 = ds_mm_prof_on() ? ds_time_s() : 0;
     ds_mm_rows(&job, 0, M);
+    if (t0 > 0) ds_mm_prof_add(wt, K, M, n_rows, true, ds_time_s() - t0);
 }
 
 typedef struct {
