@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -238,6 +239,114 @@ static void test_basic(int port, const ds_tokenizer *tok) {
               strstr(r.body, "process_resident_memory_bytes") && strstr(r.body, "dsinfer_requests_total{code=\"200\"}"),
           "metrics");
     ds_http_resp_free(&r);
+}
+
+/* ---- timings --------------------------------------------------------------- */
+
+static const char *g_timing_fields[] = { "cache_n", "prompt_n", "prompt_ms", "prompt_per_token_ms",
+                                         "prompt_per_second", "predicted_n", "predicted_ms",
+                                         "predicted_per_token_ms", "predicted_per_second" };
+
+/* Checks o's `timings` against its `usage` (usage may live on another
+ * chunk: pass it); returns cache_n, or -1 when timings are missing. */
+static long long check_timings(json_t *o, json_t *usage, const char *what) {
+    json_t *t = json_object_get(o, "timings");
+    CHECK(json_is_object(t), "%s: timings present", what);
+    if (!json_is_object(t)) return -1;
+    for (size_t i = 0; i < sizeof g_timing_fields / sizeof *g_timing_fields; i++) {
+        json_t *v = json_object_get(t, g_timing_fields[i]);
+        CHECK(json_is_number(v) && json_number_value(v) >= 0, "%s: timings.%s >= 0", what, g_timing_fields[i]);
+    }
+    long long cache_n = json_integer_value(json_object_get(t, "cache_n"));
+    long long prompt_n = json_integer_value(json_object_get(t, "prompt_n"));
+    long long pred_n = json_integer_value(json_object_get(t, "predicted_n"));
+    long long np = json_integer_value(json_object_get(usage, "prompt_tokens"));
+    long long ng = json_integer_value(json_object_get(usage, "completion_tokens"));
+    long long cached = json_integer_value(json_object_get(json_object_get(usage, "prompt_tokens_details"),
+                                                          "cached_tokens"));
+    CHECK(pred_n == ng && ng >= 1, "%s: predicted_n %lld == completion_tokens %lld", what, pred_n, ng);
+    CHECK(prompt_n + cache_n == np && prompt_n >= 1, "%s: prompt_n %lld + cache_n %lld == prompt_tokens %lld", what,
+          prompt_n, cache_n, np);
+    CHECK(cache_n == cached, "%s: cache_n %lld == cached_tokens %lld", what, cache_n, cached);
+    /* the decode rate counts predicted_n - 1 intervals (docs/api.md) */
+    double ms = json_number_value(json_object_get(t, "predicted_ms"));
+    double ps = json_number_value(json_object_get(t, "predicted_per_second"));
+    double want = pred_n > 1 && ms > 0 ? (double)(pred_n - 1) * 1e3 / ms : 0;
+    CHECK(fabs(ps - want) <= 1e-6 * (want + 1), "%s: predicted_per_second %g == (n-1)/ms %g", what, ps, want);
+    return cache_n;
+}
+
+/* POST body to path; the parsed JSON reply (NULL unless 200). */
+static json_t *post_json(int port, const char *path, const char *body) {
+    ds_http_resp r;
+    int st = ds_http_request(port, "POST", path, "", body, strlen(body), &r);
+    json_t *o = st == 200 ? json_loads(r.body ? r.body : "", 0, NULL) : NULL;
+    CHECK(o != NULL, "POST %s: %d %s", path, st, r.body ?: "");
+    ds_http_resp_free(&r);
+    return o;
+}
+
+/* A stream's timings: on the finish_reason chunk, on the usage chunk when
+ * include_usage asks for one, and on no other chunk. */
+static void check_stream_timings(int port, bool include_usage) {
+    json_t *q = json_pack("{s:[{s:s,s:s}],s:i,s:f,s:b}", "messages", "role", "user", "content",
+                          "Timings, streamed.", "max_tokens", 12, "temperature", 0.0, "stream", 1);
+    if (include_usage) json_object_set_new(q, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    char *qb = json_dumps(q, JSON_COMPACT);
+    json_decref(q);
+    ds_http_resp r;
+    int st = ds_http_request(port, "POST", "/v1/chat/completions", "", qb, strlen(qb), &r);
+    free(qb);
+    CHECK(st == 200, "stream timings: %d", st);
+    json_t *fin = NULL, *use = NULL;
+    int stray = 0;
+    char *save = NULL;
+    for (char *ev = strtok_r(r.body ? r.body : "", "\n", &save); ev; ev = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(ev, "data: {", 7)) continue;
+        json_t *o = json_loads(ev + 6, 0, NULL);
+        json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+        if (json_is_string(json_object_get(ch, "finish_reason")) && !fin) fin = json_incref(o);
+        else if (json_object_get(o, "usage") && !use) use = json_incref(o);
+        else stray += json_object_get(o, "timings") != NULL;
+        json_decref(o);
+    }
+    CHECK(fin != NULL, "stream has a finish_reason chunk");
+    CHECK(!stray, "timings only on the final chunks (%d others)", stray);
+    CHECK((use != NULL) == include_usage, "usage chunk iff include_usage");
+    if (use) {
+        json_t *u = json_object_get(use, "usage");
+        check_timings(use, u, "stream usage chunk");
+        if (fin) check_timings(fin, u, "stream finish chunk");
+        CHECK(json_equal(json_object_get(fin, "timings"), json_object_get(use, "timings")),
+              "finish and usage chunks carry the same timings");
+    } else if (fin) {
+        json_t *t = json_object_get(fin, "timings");
+        CHECK(json_is_object(t) && json_integer_value(json_object_get(t, "predicted_n")) >= 1,
+              "stream finish chunk has timings without include_usage");
+    }
+    json_decref(fin);
+    json_decref(use);
+    ds_http_resp_free(&r);
+}
+
+/* llama-server's `timings` on every kind of final response, consistent
+ * with usage; the same prompt again is served from the prefix cache. */
+static void test_timings(int port) {
+    const char *cb = "{\"messages\":[{\"role\":\"user\",\"content\":\"Timings, please.\"}],\"max_tokens\":12,"
+                     "\"temperature\":0}";
+    long long cache_n[2] = { -1, -1 };
+    for (int i = 0; i < 2; i++) {
+        json_t *o = post_json(port, "/v1/chat/completions", cb);
+        if (o) cache_n[i] = check_timings(o, json_object_get(o, "usage"), i ? "chat again" : "chat");
+        json_decref(o);
+    }
+    CHECK(cache_n[1] > 0, "second identical request: cache_n %lld > 0", cache_n[1]);
+    json_t *o = post_json(port, "/v1/completions", "{\"prompt\":\"Timings for completions\",\"max_tokens\":6,"
+                                                   "\"temperature\":0}");
+    if (o) check_timings(o, json_object_get(o, "usage"), "completion");
+    json_decref(o);
+    check_stream_timings(port, true);
+    check_stream_timings(port, false);
 }
 
 typedef struct conc_arg {
@@ -622,6 +731,7 @@ int main(void) {
     CHECK(pid > 0, "server started");
     if (pid > 0) {
         test_basic(port, tok);
+        test_timings(port);
         test_concurrency(port);
         test_bad_input(port);
         test_health_latency(port);

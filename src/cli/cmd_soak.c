@@ -41,9 +41,19 @@ typedef struct soak {
     double *lat, *ttft;        /* seconds per successful request (ttft: streamed ones) */
     size_t n_lat, cap_lat, n_ttft, cap_ttft;
     long long n_ok, n_err[N_ERR], tokens;
+    /* the server's own `timings` (llama-server / dsinfer serve), summed
+     * over the successful requests that carried them */
+    long long n_timed;
+    double srv_dec_tokens, srv_dec_s;
     atomic_long n_started;
     char last_err[256];
 } soak;
+
+/* One reply's generation phase as the server measured it. */
+typedef struct srv_timing {
+    bool has;
+    double dec_tokens, dec_s;  /* tokens decoded in dec_s seconds, by the server's own rate */
+} srv_timing;
 
 typedef struct body_buf {
     char *p;
@@ -56,6 +66,7 @@ typedef struct body_buf {
     size_t scan;               /* bytes already split into events */
     long long completion_tokens;
     bool bad_event;
+    srv_timing tm;             /* from the final chunk */
 } body_buf;
 
 static bool push(double **a, size_t *n, size_t *cap, double v) {
@@ -71,6 +82,19 @@ static bool push(double **a, size_t *n, size_t *cap, double v) {
 }
 
 static double now_s(void) { return ds_time_s(); }
+
+/* Reads `timings` of a reply or final chunk, if any. Tokens come from
+ * predicted_per_second * predicted_ms, not predicted_n, so each server's
+ * own count applies (dsinfer counts predicted_n - 1 decode intervals,
+ * llama-server predicted_n). */
+static void read_timings(json_t *o, srv_timing *t) {
+    json_t *tm = json_object_get(o, "timings");
+    json_t *ps = json_object_get(tm, "predicted_per_second"), *ms = json_object_get(tm, "predicted_ms");
+    if (!json_is_number(ps) || !json_is_number(ms)) return;
+    t->has = true;
+    t->dec_s = json_number_value(ms) / 1e3;
+    t->dec_tokens = json_number_value(ps) * t->dec_s;
+}
 
 /* Splits complete SSE events ("data: ...\n\n") out of the buffer. */
 static void scan_events(body_buf *b) {
@@ -92,6 +116,7 @@ static void scan_events(body_buf *b) {
                 if (b->t_first == 0 && ((c && *c) || (r && *r))) b->t_first = now_s();
                 json_t *u = json_object_get(o, "usage");
                 if (u) b->completion_tokens = json_integer_value(json_object_get(u, "completion_tokens"));
+                read_timings(o, &b->tm);
                 json_decref(o);
             }
         }
@@ -133,7 +158,8 @@ static char *request_body(const soak *s, const char *prompt, bool stream) {
 }
 
 /* One request; returns -1 on success, else the error kind. */
-static int one_request(soak *s, CURL *h, const char *prompt, bool stream, double *lat, double *ttft, long long *toks) {
+static int one_request(soak *s, CURL *h, const char *prompt, bool stream, double *lat, double *ttft, long long *toks,
+                       srv_timing *tm) {
     char url[1024];
     snprintf(url, sizeof url, "%s/v1/chat/completions", s->o.url);
     char *body = request_body(s, prompt, stream);
@@ -170,12 +196,14 @@ static int one_request(soak *s, CURL *h, const char *prompt, bool stream, double
         if (!b.got_done || b.bad_event) kind = ERR_STREAM;
         *toks = b.completion_tokens;
         *ttft = b.t_first ? b.t_first - t0 : t1 - t0;
+        *tm = b.tm;
     } else {
         json_t *o = json_loadb(b.p ? b.p : "", b.len, 0, NULL);
         json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
         if (!o || !json_is_string(json_object_get(json_object_get(ch, "message"), "content"))) kind = ERR_BAD_BODY;
         *toks = json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens"));
         *ttft = t1 - t0;
+        read_timings(o, tm);
         json_decref(o);
     }
     if (kind >= 0) {
@@ -203,7 +231,8 @@ static void *worker(void *arg) {
         const char *prompt = s->prompts[idx % s->n_prompts];
         double lat = 0, ttft = 0;
         long long toks = 0;
-        int kind = one_request(s, h, prompt, stream, &lat, &ttft, &toks);
+        srv_timing tm = { 0 };
+        int kind = one_request(s, h, prompt, stream, &lat, &ttft, &toks, &tm);
         pthread_mutex_lock(&s->mu);
         if (kind < 0) {
             s->n_ok++;
@@ -211,6 +240,11 @@ static void *worker(void *arg) {
             push(&s->lat, &s->n_lat, &s->cap_lat, lat);
             /* time to first token exists only for streamed replies */
             if (stream) push(&s->ttft, &s->n_ttft, &s->cap_ttft, ttft);
+            if (tm.has) {
+                s->n_timed++;
+                s->srv_dec_tokens += tm.dec_tokens;
+                s->srv_dec_s += tm.dec_s;
+            }
         } else {
             s->n_err[kind]++;
         }
@@ -347,6 +381,9 @@ static int parse(soak_opts *o, int argc, char **argv) {
     return -1;
 }
 
+/* The server's decode rate over all timed requests; 0 when none. */
+static double server_decode_tok_s(const soak *s) { return s->srv_dec_s > 0 ? s->srv_dec_tokens / s->srv_dec_s : 0; }
+
 static void write_report(const soak *s, double elapsed, const sample *smp, int n_smp, double growth, double p[3],
                          double t[3], long long errors) {
     json_t *errs = json_object(), *samples = json_array();
@@ -361,6 +398,8 @@ static void write_report(const soak *s, double elapsed, const sample *smp, int n
                           "completion_tokens", (json_int_t)s->tokens, "tokens_per_s",
                           elapsed > 0 ? (double)s->tokens / elapsed : 0.0, "rss_growth_pct", growth, "samples",
                           samples);
+    /* null when the server sent no timings (not dsinfer or llama-server) */
+    if (o) json_object_set_new(o, "server_decode_tok_s", s->n_timed ? json_real(server_decode_tok_s(s)) : json_null());
     if (!o || json_dump_file(o, s->o.report, JSON_INDENT(2)))
         fprintf(stderr, "dsinfer soak: cannot write --report %s\n", s->o.report);
     json_decref(o);
@@ -437,6 +476,7 @@ int ds_cmd_soak(int argc, char **argv) {
     printf("\nlatency s: p50 %.3f p95 %.3f p99 %.3f; ttft s: p50 %.3f p95 %.3f p99 %.3f\n", p[0], p[1], p[2], t[0],
            t[1], t[2]);
     printf("tokens: %lld in %.1f s = %.1f tok/s\n", s.tokens, elapsed, elapsed > 0 ? (double)s.tokens / elapsed : 0);
+    if (s.n_timed) printf("server decode: %.1f tok/s (timings of %lld requests)\n", server_decode_tok_s(&s), s.n_timed);
     if (s.o.pid) printf("rss: %.1f MB after warm-up -> %.1f MB at the end (%+.2f%%, limit %.2f%%)\n", base,
                         smp[n_smp - 1].rss_mb, growth, s.o.max_rss_growth);
     if (errors) printf("last error: %s\n", s.last_err);

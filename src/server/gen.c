@@ -127,10 +127,15 @@ static void emit_end(gen_stream *gs, ds_finish f, const ds_http_error *err) {
             ds_sbuf_free(&so.content);
             ds_sbuf_free(&so.reasoning);
         }
+        /* timings ride on the finish_reason chunk and the usage chunk */
+        ds_timings tm;
+        ds_job_timings(j, &tm);
+        gs->resp.timings = &tm;
         append_json_event(gs, ds_oai_chunk_json(&gs->resp, false, NULL, NULL, 0, false, gs->text_sent,
                                                 ds_finish_name(f)));
         if (gs->include_usage)
             append_json_event(gs, ds_oai_usage_chunk_json(&gs->resp, j->n_prompt, j->n_gen, j->n_cached));
+        gs->resp.timings = NULL;
     }
     ds_sse_event(&gs->out, NULL);
     gs->done = true;
@@ -253,7 +258,11 @@ static enum MHD_Result wait_whole(ds_server *srv, ds_req *rq, ds_job *j, const d
         t.content_len = cl;
         if (rl) t.reasoning = reasoning, t.reasoning_len = rl;
     }
-    char *body = ds_oai_final_json(resp, &t, j->recs, j->n_recs, logprobs, ds_finish_name(j->finish), j->n_prompt,
+    ds_timings tm;
+    ds_job_timings(j, &tm);
+    ds_oai_resp rt = *resp;
+    rt.timings = &tm;
+    char *body = ds_oai_final_json(&rt, &t, j->recs, j->n_recs, logprobs, ds_finish_name(j->finish), j->n_prompt,
                                    j->n_gen, j->n_cached);
     free(reasoning);
     free(content);

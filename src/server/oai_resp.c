@@ -80,6 +80,27 @@ static json_t *usage(int64_t n_prompt, int64_t n_gen, int64_t n_cached) {
                      "cached_tokens", (json_int_t)n_cached);
 }
 
+/* a / b, or 0 when either is 0: rates of an empty phase are reported as 0 */
+static double ratio(double a, double b) { return a > 0 && b > 0 ? a / b : 0; }
+
+/* llama-server's `timings`. The first generated token's cost is in
+ * prompt_ms, so the generation rates count predicted_n - 1 intervals:
+ * predicted_per_second is the decode rate (llama-server divides by
+ * predicted_n instead). */
+static json_t *timings_json(const ds_timings *t) {
+    double steps = t->predicted_n > 1 ? (double)(t->predicted_n - 1) : 0;
+    return json_pack("{s:I,s:I,s:f,s:f,s:f,s:I,s:f,s:f,s:f}", "cache_n", (json_int_t)t->cache_n, "prompt_n",
+                     (json_int_t)t->prompt_n, "prompt_ms", t->prompt_ms, "prompt_per_token_ms",
+                     ratio(t->prompt_ms, (double)t->prompt_n), "prompt_per_second",
+                     ratio((double)t->prompt_n * 1e3, t->prompt_ms), "predicted_n", (json_int_t)t->predicted_n,
+                     "predicted_ms", t->predicted_ms, "predicted_per_token_ms", ratio(t->predicted_ms, steps),
+                     "predicted_per_second", ratio(steps * 1e3, t->predicted_ms));
+}
+
+static void add_timings(json_t *o, const ds_oai_resp *r) {
+    if (r->timings) json_object_set_new(o, "timings", timings_json(r->timings));
+}
+
 static char *dump(json_t *o) {
     if (!o) return NULL;
     char *s = json_dumps(o, JSON_COMPACT);
@@ -112,6 +133,7 @@ char *ds_oai_final_json(const ds_oai_resp *r, const ds_oai_text *t, const ds_tok
     }
     json_object_set_new(o, "choices", json_pack("[o]", choice));
     json_object_set_new(o, "usage", usage(n_prompt, n_gen, n_cached));
+    add_timings(o, r);
     return dump(o);
 }
 
@@ -136,6 +158,7 @@ char *ds_oai_chunk_json(const ds_oai_resp *r, bool role, const ds_oai_text *t, c
                            lp, "finish_reason", finish ? json_string(finish) : json_null());
     }
     json_object_set_new(o, "choices", json_pack("[o]", choice));
+    if (finish) add_timings(o, r);
     return dump(o);
 }
 
@@ -144,5 +167,6 @@ char *ds_oai_usage_chunk_json(const ds_oai_resp *r, int64_t n_prompt, int64_t n_
     if (!o) return NULL;
     json_object_set_new(o, "choices", json_array());
     json_object_set_new(o, "usage", usage(n_prompt, n_gen, n_cached));
+    add_timings(o, r);
     return dump(o);
 }

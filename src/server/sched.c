@@ -102,6 +102,20 @@ void ds_job_unref(ds_job *j) {
     free(j);
 }
 
+void ds_job_timings(ds_job *j, ds_timings *out) {
+    pthread_mutex_lock(&j->mu);
+    *out = (ds_timings){ .cache_n = j->n_cached, .predicted_n = j->n_gen };
+    if (j->t_admit > 0) {
+        out->prompt_n = j->n_prompt - j->n_cached;
+        /* a job that ended before its first token: the prompt phase ran
+         * until the end */
+        double end = j->t_first > 0 ? j->t_first : j->t_done;
+        out->prompt_ms = end > j->t_admit ? (end - j->t_admit) * 1e3 : 0;
+    }
+    if (j->t_first > 0) out->predicted_ms = (j->t_last - j->t_first) * 1e3;
+    pthread_mutex_unlock(&j->mu);
+}
+
 static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return true;
     size_t c = *cap ? *cap : 64;
@@ -318,12 +332,15 @@ static void admit(ds_sched *s) {
         for (int64_t i = 0; i < j->n_prompt; i++) ds_sampler_accept(j->smp, j->prompt[i]);
         pthread_mutex_lock(&j->mu);
         j->n_cached = keep;
+        j->t_admit = ds_time_s(); /* queue time is not prompt time */
         pthread_mutex_unlock(&j->mu);
     }
 }
 
 /* One generated token of slot sl: logprobs, stop checks, limits. */
 static void on_token(ds_sched *s, ds_slot *sl, const float *logits, int32_t id) {
+    /* stamped before logprobs and detokenizing: the token is sampled now */
+    double now = ds_time_s();
     ds_job *j = sl->job;
     bool oom = false;
     if (j->want_logprobs) {
@@ -337,7 +354,8 @@ static void on_token(ds_sched *s, ds_slot *sl, const float *logits, int32_t id) 
     ds_sampler_accept(j->smp, id);
     pthread_mutex_lock(&j->mu);
     j->n_gen++;
-    if (j->n_gen == 1) j->t_first = ds_time_s();
+    if (j->n_gen == 1) j->t_first = now;
+    j->t_last = now;
     pthread_mutex_unlock(&j->mu);
     atomic_fetch_add_explicit(&s->st.n_gen_tokens, 1, memory_order_relaxed);
     if (!j->ignore_eos && ds_tokenizer_is_eog(s->tok, id)) {

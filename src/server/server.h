@@ -120,7 +120,9 @@ typedef struct ds_job {
     int64_t n_cached;      /* prompt tokens reused from the cache */
     ds_finish finish;      /* set once, when done */
     ds_http_error err;     /* when finish == DS_FINISH_ERROR */
-    double t_submit, t_first, t_done;
+    /* ds_time_s() stamps; 0 until reached. t_admit: given a slot; t_first /
+     * t_last: first / latest generated token sampled (see ds_job_timings) */
+    double t_submit, t_admit, t_first, t_last, t_done;
     /* control */
     atomic_bool cancel;    /* set by the HTTP side; the engine frees the slot */
     atomic_int refs;
@@ -135,6 +137,23 @@ typedef struct ds_job {
 ds_job *ds_job_new(int32_t *prompt, int64_t n_prompt, ds_sampler *smp);
 void ds_job_ref(ds_job *j);
 void ds_job_unref(ds_job *j);
+
+/* One request's phases as llama-server's `timings` reports them. The
+ * prompt phase runs from admission to a slot until the first generated
+ * token is sampled, so it includes computing that token's logits; the
+ * generation phase runs from the first sampled token to the last, so it
+ * holds predicted_n - 1 decode steps (the per-token rates divide by that). */
+typedef struct ds_timings {
+    int64_t cache_n;     /* prompt tokens reused from the prefix cache */
+    int64_t prompt_n;    /* prompt tokens fed: n_prompt - cache_n */
+    int64_t predicted_n; /* generated tokens */
+    double prompt_ms;    /* admission -> first token sampled */
+    double predicted_ms; /* first token sampled -> last token sampled */
+} ds_timings;
+
+/* Reads j's counts and stamps (under its mutex) into *out; fields of a
+ * phase not reached yet are 0. */
+void ds_job_timings(ds_job *j, ds_timings *out);
 
 typedef struct ds_sched_params {
     int n_slots;          /* -np */
@@ -190,6 +209,8 @@ typedef struct ds_oai_resp {
     const char *model;         /* the alias */
     long long created;         /* unix seconds */
     const ds_tokenizer *tok;   /* token texts for logprobs; may be NULL */
+    const ds_timings *timings; /* NULL, or added as `timings` to the final body and
+                                * to the finish_reason and usage chunks */
 } ds_oai_resp;
 
 /* Text of a reply or a delta; NULL pointers are left out of the JSON. */
