@@ -312,26 +312,28 @@ static void test_dots(void) {
 static void test_matmul_type(ds_type t, int64_t K) {
     const ds_type_traits *tr = ds_type_info(t);
     /* M = 257 gives more work items than threads: the dynamic claiming */
-    const int64_t Ms[] = { 1, 7, 33, 257 }, rows[] = { 1, 2, 3, 6, 7, 64 }; /* every remainder mod 4 */
+    const int64_t Ms[] = { 1, 7, 33, 257 }, rows[] = { 1, 2, 3, 6, 7, 9, 64, 70 };
+    /* every remainder mod 4; 9 and 70 also take the 8-row GEMM (>= 8 rows) with
+     * a 1-row tail, 70 in two groups of activation rows (64 + 6) */
     const int threads[] = { 1, 2, 3 };
     const size_t rb = ds_row_bytes(t, K), stride = rb + 64; /* padded rows */
     const size_t abytes = ds_act_row_bytes(t, K);
     ds_vec_dot_fn scalar = ds_vec_dot_at(t, DS_SIMD_SCALAR);
     uint8_t *w = malloc(257 * stride);
-    float *x = malloc(64 * K * sizeof(float)), *wf = malloc(257 * K * sizeof(float));
+    float *x = malloc(70 * K * sizeof(float)), *wf = malloc(257 * K * sizeof(float));
     float *af = malloc(K * sizeof(float));
     for (int64_t m = 0; m < 257; m++) {
         fill_weights(t, w + m * stride, K);
         ds_dequantize_row(t, w + m * stride, wf + m * K, K);
     }
-    for (int64_t i = 0; i < 64 * K; i++) x[i] = ds_test_randf(&g_rng);
-    uint8_t *actq = malloc(64 * abytes); /* the quantized x, for references */
-    for (int r = 0; r < 64; r++) ds_quantize_act_row(t, x + r * K, actq + r * abytes, K);
-    void *scratch = malloc(ds_matmul_act_bytes(t, K, 64));
+    for (int64_t i = 0; i < 70 * K; i++) x[i] = ds_test_randf(&g_rng);
+    uint8_t *actq = malloc(70 * abytes); /* the quantized x, for references */
+    for (int r = 0; r < 70; r++) ds_quantize_act_row(t, x + r * K, actq + r * abytes, K);
+    void *scratch = malloc(ds_matmul_act_bytes(t, K, 70));
     for (int ti = 0; ti < 3; ti++) {
         ds_threadpool *tp = threads[ti] > 1 ? ds_threadpool_create(threads[ti]) : NULL;
         for (int mi = 0; mi < 4; mi++)
-            for (int ri = 0; ri < 6; ri++) {
+            for (int ri = 0; ri < 8; ri++) {
                 const int64_t M = Ms[mi], nr = rows[ri], ldy = M + 5;
                 if (M > 33 && nr > 7) continue; /* keeps the scalar reference cheap */
                 float *y = malloc(nr * ldy * sizeof(float)), *y2 = malloc(nr * ldy * sizeof(float));

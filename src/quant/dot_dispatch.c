@@ -102,3 +102,15 @@ ds_vec_dot_x4_fn ds_vec_dot_xn_best(ds_type t, int nr) {
     }
     return NULL;
 }
+
+ds_gemm8_fn ds_gemm8_best(ds_type t) {
+    static _Atomic int off = -1; /* DSINFER_GEMM8=0 turns it off (A/B runs) */
+    int o = atomic_load_explicit(&off, memory_order_relaxed);
+    if (o < 0) {
+        const char *e = getenv("DSINFER_GEMM8");
+        o = e && !strcmp(e, "0");
+        atomic_store_explicit(&off, o, memory_order_relaxed);
+    }
+    if (o || ds_simd_detect() != DS_SIMD_AVX2) return NULL;
+    return ds_gemm8_avx2_get(t);
+}

@@ -31,6 +31,24 @@ ds_vec_dot_x4_fn ds_dot_avx512_get_x4(ds_type t);
 ds_vec_dot_x4_fn ds_dot_avx2_get_xn(ds_type t, int nr);
 ds_vec_dot_x4_fn ds_dot_avx512_get_xn(ds_type t, int nr);
 
+/* 8 weight rows (w, rows rs bytes apart) against n quantized activation
+ * rows (act, as bytes apart): y[r * ldy + i] = dot(row i, act row r) for
+ * i < 8. A GEMM over an interleaved tile of the 8 rows (gemm_k_avx2.c),
+ * for prefill-sized n. */
+typedef void (*ds_gemm8_fn)(int K, const uint8_t *w, size_t rs, const uint8_t *act, size_t as, int n, float *y,
+                            int64_t ldy);
+ds_gemm8_fn ds_gemm8_avx2_get(ds_type t);
+/* The 8-row GEMM for t at the effective level (AVX2 only for now: AVX-512
+ * keeps its 4-row kernels); NULL if none or DSINFER_GEMM8=0. */
+ds_gemm8_fn ds_gemm8_best(ds_type t);
+/* Activation rows from which ds_matmul uses the 8-row GEMM. Below, the 2-4
+ * row dot kernels win: the tile's decode is paid for few rows. In a pp64 of
+ * the ds2 synth (q3_K 7168 x 2048 experts, 2 threads, DSINFER_CPU_PROFILE)
+ * the GEMM ran 50/55/56 GMAC/s at 5/6/7 rows, where 4 rows on the 4-row
+ * kernel ran 65 and 1-3 rows 36-45; from 8 rows it wins (dense 64 rows:
+ * 90 against 69). */
+#define DS_GEMM8_MIN_ROWS 8
+
 /* The CPU's own level, ignoring DS_SIMD (ds_simd_detect honours it). */
 ds_simd_level ds_simd_cpu_level(void);
 /* Best 4-row kernel for t at the effective level; NULL if none. */

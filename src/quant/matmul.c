@@ -17,6 +17,7 @@ size_t ds_matmul_act_bytes(ds_type wt, int64_t K, int64_t n_rows) {
 typedef struct {
     ds_vec_dot_fn dot;      /* 1-row kernel */
     ds_vec_dot_x4_fn dotn[5]; /* [nr] nr-activation-row kernel (nr = 2..4), or NULL */
+    ds_gemm8_fn gemm8;      /* 8-weight-row GEMM for n_rows >= DS_GEMM8_MIN_ROWS, or NULL */
     const uint8_t *w;       /* [M] rows of row_stride bytes */
     size_t row_stride;
     int64_t K, M;
@@ -39,6 +40,12 @@ typedef struct {
  * the 2/3-row kernel (one weight decode for all its rows) where there is one. */
 static void ds_mm_rows(const ds_mm_job *j, int64_t m0, int64_t m1) {
     const int K = (int)j->K;
+    if (j->gemm8) { /* whole tiles of 8 W rows; a last partial tile below */
+        for (; m0 + 8 <= m1; m0 += 8)
+            j->gemm8(K, j->w + m0 * j->row_stride, j->row_stride, j->act, j->act_stride, (int)j->n_rows, j->y + m0,
+                     j->ldy);
+        if (m0 == m1) return;
+    }
     if (j->n_rows == 1) {
         for (int64_t m = m0; m < m1; m++) j->dot(K, &j->y[m], j->w + m * j->row_stride, j->act);
         return;
@@ -98,6 +105,7 @@ static void mm_job_init(ds_mm_job *j, ds_type wt, const void *w, size_t row_stri
     };
     DS_ASSERT(j->dot);
     for (int nr = 2; nr <= 4 && nr <= n_rows; nr++) j->dotn[nr] = ds_vec_dot_xn_best(wt, nr);
+    if (n_rows >= DS_GEMM8_MIN_ROWS && n_rows <= INT32_MAX) j->gemm8 = ds_gemm8_best(wt);
 }
 
 void ds_matmul_preq(ds_threadpool *tp, ds_type wt, const void *w, size_t row_stride,
