@@ -31,12 +31,12 @@ ds_vec_dot_x4_fn ds_dot_avx512_get_x4(ds_type t);
 ds_vec_dot_x4_fn ds_dot_avx2_get_xn(ds_type t, int nr);
 ds_vec_dot_x4_fn ds_dot_avx512_get_xn(ds_type t, int nr);
 
-/* 8 weight rows (w, rows rs bytes apart) against n quantized activation
- * rows (act, as bytes apart): y[r * ldy + i] = dot(row i, act row r) for
- * i < 8. A GEMM over an interleaved tile of the 8 rows (gemm_k_avx2.c),
- * for prefill-sized n. */
-typedef void (*ds_gemm8_fn)(int K, const uint8_t *w, size_t rs, const uint8_t *act, size_t as, int n, float *y,
-                            int64_t ldy);
+/* m weight rows (a multiple of 8; w, rows rs bytes apart) against n
+ * quantized activation rows (act, as bytes apart): y[r * ldy + i] =
+ * dot(row i, act row r) for i < m. A GEMM over interleaved tiles of 8
+ * rows (gemm_k_avx2.c), for prefill-sized n. */
+typedef void (*ds_gemm8_fn)(int K, const uint8_t *w, size_t rs, int m, const uint8_t *act, size_t as, int n,
+                            float *y, int64_t ldy);
 ds_gemm8_fn ds_gemm8_avx2_get(ds_type t);
 /* The 8-row GEMM for t at the effective level (AVX2 only for now: AVX-512
  * keeps its 4-row kernels); NULL if none or DSINFER_GEMM8=0. */

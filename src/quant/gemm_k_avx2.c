@@ -257,67 +257,6 @@ DS_INLINE void run_q45_K(const gemm_tile *T, const block_q8_K *const *y, float *
     }
 }
 
-/* ---- entry points ---------------------------------------------------------------
- * One call: 8 weight rows (w, rows rs bytes apart) against n activation rows
- * (act, as bytes apart), y[r * ldy + i] for row i. The activation rows go in
- * groups of up to 64 (their accumulators stay in L1); within a group each
- * 256-block of the 8 rows is decoded once and applied to all of them, 4 rows
- * per pass. */
-
-enum { GEMM_ROWS = 64 };
-
-#define GEMM8_BODY(DECODE, RUN)                                                                      \
-    const int nb = K / QK_K;                                                                         \
-    gemm_tile T;                                                                                     \
-    _Alignas(32) float acc[GEMM_ROWS * 8];                                                           \
-    for (int r0 = 0; r0 < n; r0 += GEMM_ROWS) {                                                      \
-        const int nr_all = n - r0 < GEMM_ROWS ? n - r0 : GEMM_ROWS;                                  \
-        memset(acc, 0, sizeof(float) * 8 * (size_t)nr_all);                                          \
-        for (int b = 0; b < nb; b++) {                                                               \
-            DECODE;                                                                                  \
-            int r = 0;                                                                               \
-            for (; r + 4 <= nr_all; r += 4) {                                                        \
-                const block_q8_K *y[4];                                                              \
-                for (int i = 0; i < 4; i++)                                                          \
-                    y[i] = (const block_q8_K *)(act + (size_t)(r0 + r + i) * as) + b;                \
-                RUN(4);                                                                              \
-            }                                                                                        \
-            for (; r < nr_all; r++) {                                                                \
-                const block_q8_K *y[1] = { (const block_q8_K *)(act + (size_t)(r0 + r) * as) + b };  \
-                RUN(1);                                                                              \
-            }                                                                                        \
-        }                                                                                            \
-        for (int r = 0; r < nr_all; r++) _mm256_storeu_ps(y_out + (size_t)(r0 + r) * ldy, _mm256_load_ps(acc + 8 * r)); \
-    }
-
-static void gemm8_q3_K(int K, const uint8_t *w, size_t rs, const uint8_t *act, size_t as, int n, float *y_out,
-                       int64_t ldy) {
-#define RUN3(NR) run_off16(&T, y, acc + 8 * r, NR, 0)
-    GEMM8_BODY(tile_q3_K(&T, w, rs, b), RUN3)
-#undef RUN3
-}
-
-static void gemm8_q4_K(int K, const uint8_t *w, size_t rs, const uint8_t *act, size_t as, int n, float *y_out,
-                       int64_t ldy) {
-#define RUN4(NR) run_q45_K(&T, y, acc + 8 * r, NR, 0)
-    GEMM8_BODY(tile_q45_K(&T, w, rs, b, 0), RUN4)
-#undef RUN4
-}
-
-static void gemm8_q5_K(int K, const uint8_t *w, size_t rs, const uint8_t *act, size_t as, int n, float *y_out,
-                       int64_t ldy) {
-#define RUN5(NR) run_q45_K(&T, y, acc + 8 * r, NR, 1)
-    GEMM8_BODY(tile_q45_K(&T, w, rs, b, 1), RUN5)
-#undef RUN5
-}
-
-static void gemm8_q6_K(int K, const uint8_t *w, size_t rs, const uint8_t *act, size_t as, int n, float *y_out,
-                       int64_t ldy) {
-#define RUN6(NR) run_off16(&T, y, acc + 8 * r, NR, 1)
-    GEMM8_BODY(tile_q6_K(&T, w, rs, b), RUN6)
-#undef RUN6
-}
-
 /* ---- q8_0 (against q8_0 activations): 32-blocks with a float scale each --------
  * Signed weights take the sign trick (|w| times a with w's sign): a lane pair
  * reaches 2 * 128 * 127 = 32512, so each maddubs is widened by itself. */
@@ -359,29 +298,79 @@ static void tile_q8_0(gemm_tile32 *T, const uint8_t *w, size_t rs, int b) {
     T->d = _mm256_loadu_ps(d);
 }
 
-static void gemm8_q8_0(int K, const uint8_t *w, size_t rs, const uint8_t *act, size_t as, int n, float *y_out,
-                       int64_t ldy) {
-    const int nb = K / QK8_0;
-    gemm_tile32 T;
-    _Alignas(32) float acc[GEMM_ROWS * 8];
-    for (int r0 = 0; r0 < n; r0 += GEMM_ROWS) {
-        const int nr_all = n - r0 < GEMM_ROWS ? n - r0 : GEMM_ROWS;
-        memset(acc, 0, sizeof(float) * 8 * (size_t)nr_all);
-        for (int b = 0; b < nb; b++) {
-            tile_q8_0(&T, w, rs, b);
-            int r = 0;
-            for (; r + 4 <= nr_all; r += 4) {
-                const block_q8_0 *y[4];
-                for (int i = 0; i < 4; i++) y[i] = (const block_q8_0 *)(act + (size_t)(r0 + r + i) * as) + b;
-                run_q8_0(&T, y, acc + 8 * r, 4);
-            }
-            for (; r < nr_all; r++) {
-                const block_q8_0 *y[1] = { (const block_q8_0 *)(act + (size_t)(r0 + r) * as) + b };
-                run_q8_0(&T, y, acc + 8 * r, 1);
-            }
-        }
-        for (int r = 0; r < nr_all; r++) _mm256_storeu_ps(y_out + (size_t)(r0 + r) * ldy, _mm256_load_ps(acc + 8 * r));
+/* ---- entry points ---------------------------------------------------------------
+ * One call: m weight rows (a multiple of 8; w, rows rs bytes apart) against n
+ * activation rows (act, as bytes apart), y[r * ldy + i] for weight row i.
+ * Loop order: groups of up to 64 activation rows (their accumulators stay
+ * in L1), then blocks along K, then tiles of 8 weight rows, then the
+ * activation rows 4 at a time. With the tiles inside the block loop, the
+ * block's activations (64 x 292 bytes) stay in L1 while every tile of the
+ * call uses them; each tile's block is still decoded once per group. */
+
+enum { GEMM_ROWS = 64, GEMM_TILES = 8 };
+
+#define GEMM8_BODY(TILE_T, YT, BLOCK_ELEMS, DECODE, RUN)                                             \
+    const int nb = K / (BLOCK_ELEMS);                                                                \
+    TILE_T T;                                                                                        \
+    _Alignas(32) float accs[GEMM_TILES][GEMM_ROWS * 8];                                              \
+    for (int t0 = 0; t0 < m / 8; t0 += GEMM_TILES) {                                                 \
+        const int nt = m / 8 - t0 < GEMM_TILES ? m / 8 - t0 : GEMM_TILES;                            \
+        for (int r0 = 0; r0 < n; r0 += GEMM_ROWS) {                                                  \
+            const int nr_all = n - r0 < GEMM_ROWS ? n - r0 : GEMM_ROWS;                              \
+            for (int t = 0; t < nt; t++) memset(accs[t], 0, sizeof(float) * 8 * (size_t)nr_all);     \
+            for (int b = 0; b < nb; b++) {                                                           \
+                for (int t = 0; t < nt; t++) {                                                       \
+                    const uint8_t *wt = w + (size_t)(8 * (t0 + t)) * rs;                             \
+                    float *acc = accs[t];                                                            \
+                    DECODE;                                                                          \
+                    int r = 0;                                                                       \
+                    for (; r + 4 <= nr_all; r += 4) {                                                \
+                        const YT *y[4];                                                              \
+                        for (int i = 0; i < 4; i++) y[i] = (const YT *)(act + (size_t)(r0 + r + i) * as) + b; \
+                        RUN(4);                                                                      \
+                    }                                                                                \
+                    for (; r < nr_all; r++) {                                                        \
+                        const YT *y[1] = { (const YT *)(act + (size_t)(r0 + r) * as) + b };          \
+                        RUN(1);                                                                      \
+                    }                                                                                \
+                }                                                                                    \
+            }                                                                                        \
+            for (int t = 0; t < nt; t++)                                                             \
+                for (int r = 0; r < nr_all; r++)                                                     \
+                    _mm256_storeu_ps(y_out + (size_t)(r0 + r) * ldy + 8 * (t0 + t), _mm256_load_ps(accs[t] + 8 * r)); \
+        }                                                                                            \
     }
+
+#define GEMM8_ARGS int K, const uint8_t *w, size_t rs, int m, const uint8_t *act, size_t as, int n, float *y_out, int64_t ldy
+
+static void gemm8_q3_K(GEMM8_ARGS) {
+#define RUN3(NR) run_off16(&T, y, acc + 8 * r, NR, 0)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, tile_q3_K(&T, wt, rs, b), RUN3)
+#undef RUN3
+}
+
+static void gemm8_q4_K(GEMM8_ARGS) {
+#define RUN4(NR) run_q45_K(&T, y, acc + 8 * r, NR, 0)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, tile_q45_K(&T, wt, rs, b, 0), RUN4)
+#undef RUN4
+}
+
+static void gemm8_q5_K(GEMM8_ARGS) {
+#define RUN5(NR) run_q45_K(&T, y, acc + 8 * r, NR, 1)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, tile_q45_K(&T, wt, rs, b, 1), RUN5)
+#undef RUN5
+}
+
+static void gemm8_q6_K(GEMM8_ARGS) {
+#define RUN6(NR) run_off16(&T, y, acc + 8 * r, NR, 1)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, tile_q6_K(&T, wt, rs, b), RUN6)
+#undef RUN6
+}
+
+static void gemm8_q8_0(GEMM8_ARGS) {
+#define RUN8(NR) run_q8_0(&T, y, acc + 8 * r, NR)
+    GEMM8_BODY(gemm_tile32, block_q8_0, QK8_0, tile_q8_0(&T, wt, rs, b), RUN8)
+#undef RUN8
 }
 
 ds_gemm8_fn ds_gemm8_avx2_get(ds_type t) {

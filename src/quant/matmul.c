@@ -41,9 +41,10 @@ typedef struct {
 static void ds_mm_rows(const ds_mm_job *j, int64_t m0, int64_t m1) {
     const int K = (int)j->K;
     if (j->gemm8) { /* whole tiles of 8 W rows; a last partial tile below */
-        for (; m0 + 8 <= m1; m0 += 8)
-            j->gemm8(K, j->w + m0 * j->row_stride, j->row_stride, j->act, j->act_stride, (int)j->n_rows, j->y + m0,
-                     j->ldy);
+        const int64_t m8 = (m1 - m0) / 8 * 8;
+        if (m8) j->gemm8(K, j->w + m0 * j->row_stride, j->row_stride, (int)m8, j->act, j->act_stride, (int)j->n_rows,
+                         j->y + m0, j->ldy);
+        m0 += m8;
         if (m0 == m1) return;
     }
     if (j->n_rows == 1) {
