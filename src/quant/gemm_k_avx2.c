@@ -307,9 +307,16 @@ static void tile_q8_0(gemm_tile32 *T, const uint8_t *w, size_t rs, int b) {
  * block's activations (64 x 292 bytes) stay in L1 while every tile of the
  * call uses them; each tile's block is still decoded once per group. */
 
-enum { GEMM_ROWS = 64, GEMM_TILES = 8 };
+enum { GEMM_ROWS = 64, GEMM_TILES = 8, GEMM_PF = 2 };
 
-#define GEMM8_BODY(TILE_T, YT, BLOCK_ELEMS, DECODE, RUN)                                             \
+/* The 8 rows' block GEMM_PF blocks ahead: a tile reads 8 rows at once, and
+ * a run of tiles up to 64, more streams than the hardware prefetchers follow */
+DS_INLINE void gemm_prefetch(const uint8_t *w, size_t rs, size_t off, size_t bytes) {
+    for (int i = 0; i < 8; i++)
+        for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(w + (size_t)i * rs + off + o), _MM_HINT_T0);
+}
+
+#define GEMM8_BODY(TILE_T, YT, BLOCK_ELEMS, BLOCK_BYTES, DECODE, RUN)                                \
     const int nb = K / (BLOCK_ELEMS);                                                                \
     TILE_T T;                                                                                        \
     _Alignas(32) float accs[GEMM_TILES][GEMM_ROWS * 8];                                              \
@@ -322,6 +329,7 @@ enum { GEMM_ROWS = 64, GEMM_TILES = 8 };
                 for (int t = 0; t < nt; t++) {                                                       \
                     const uint8_t *wt = w + (size_t)(8 * (t0 + t)) * rs;                             \
                     float *acc = accs[t];                                                            \
+                    if (b + GEMM_PF < nb) gemm_prefetch(wt, rs, (size_t)(b + GEMM_PF) * (BLOCK_BYTES), BLOCK_BYTES); \
                     DECODE;                                                                          \
                     int r = 0;                                                                       \
                     for (; r + 4 <= nr_all; r += 4) {                                                \
@@ -345,31 +353,31 @@ enum { GEMM_ROWS = 64, GEMM_TILES = 8 };
 
 static void gemm8_q3_K(GEMM8_ARGS) {
 #define RUN3(NR) run_off16(&T, y, acc + 8 * r, NR, 0)
-    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, tile_q3_K(&T, wt, rs, b), RUN3)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, sizeof(block_q3_K), tile_q3_K(&T, wt, rs, b), RUN3)
 #undef RUN3
 }
 
 static void gemm8_q4_K(GEMM8_ARGS) {
 #define RUN4(NR) run_q45_K(&T, y, acc + 8 * r, NR, 0)
-    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, tile_q45_K(&T, wt, rs, b, 0), RUN4)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, sizeof(block_q4_K), tile_q45_K(&T, wt, rs, b, 0), RUN4)
 #undef RUN4
 }
 
 static void gemm8_q5_K(GEMM8_ARGS) {
 #define RUN5(NR) run_q45_K(&T, y, acc + 8 * r, NR, 1)
-    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, tile_q45_K(&T, wt, rs, b, 1), RUN5)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, sizeof(block_q5_K), tile_q45_K(&T, wt, rs, b, 1), RUN5)
 #undef RUN5
 }
 
 static void gemm8_q6_K(GEMM8_ARGS) {
 #define RUN6(NR) run_off16(&T, y, acc + 8 * r, NR, 1)
-    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, tile_q6_K(&T, wt, rs, b), RUN6)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, sizeof(block_q6_K), tile_q6_K(&T, wt, rs, b), RUN6)
 #undef RUN6
 }
 
 static void gemm8_q8_0(GEMM8_ARGS) {
 #define RUN8(NR) run_q8_0(&T, y, acc + 8 * r, NR)
-    GEMM8_BODY(gemm_tile32, block_q8_0, QK8_0, tile_q8_0(&T, wt, rs, b), RUN8)
+    GEMM8_BODY(gemm_tile32, block_q8_0, QK8_0, sizeof(block_q8_0), tile_q8_0(&T, wt, rs, b), RUN8)
 #undef RUN8
 }
 
