@@ -176,12 +176,11 @@ static void tile_q6_K(gemm_tile *T, const uint8_t *w, size_t rs, int b) {
 
 DS_INLINE __m256i bcast_act(const block_q8_K *y, int kg) { return _mm256_set1_epi32(ld32(y->qs + 4 * kg)); }
 
-/* 16-weight sub-blocks with a constant offset (q3_K: fields 0..7, offset 4,
- * shift 2; q6_K: fields 0..63, offset 32, shift 5; q6_K's 16002 per lane
- * pair allows only 2 maddubs per int16 sum, so 2 madds per sub-block) */
-DS_INLINE void run_off16(const gemm_tile *T, const block_q8_K *const *y, float *acc, const int nr, const int six) {
-    const int per = six ? 2 : 4;
-    __m256i isum[4], bias[4];
+/* isum[r] = sum over sub-blocks of scale * (fields . activations of row r):
+ * per maddubs summed in int16, then one madd by the rows' scales of the
+ * sub-block (kg_per_sub dword groups of 4 weights each) */
+DS_INLINE void scaled_sums(const gemm_tile *T, const block_q8_K *const *y, const int nr, const int per,
+                           const int kg_per_sub, __m256i *isum) {
     DS_UNROLL
     for (int r = 0; r < nr; r++) isum[r] = _mm256_setzero_si256();
     for (int s = 0; s < 64 / per; s++) {
@@ -195,10 +194,19 @@ DS_INLINE void run_off16(const gemm_tile *T, const block_q8_K *const *y, float *
                 p[r] = t ? _mm256_add_epi16(p[r], m) : m;
             }
         }
-        const __m256i sc = T->sc[s * per / 4];
+        const __m256i sc = T->sc[s * per / kg_per_sub];
         DS_UNROLL
         for (int r = 0; r < nr; r++) isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p[r], sc));
     }
+}
+
+/* 16-weight sub-blocks with a constant offset (q3_K: fields 0..7, offset 4,
+ * shift 2; q6_K: fields 0..63, offset 32, shift 5; q6_K's 16002 per lane
+ * pair allows only 2 maddubs per int16 sum, so 2 madds per sub-block) */
+DS_INLINE void run_off16(const gemm_tile *T, const block_q8_K *const *y, float *acc, const int nr, const int six) {
+    const int per = six ? 2 : 4;
+    __m256i isum[4], bias[4];
+    scaled_sums(T, y, nr, per, 4, isum);
     /* the offset of every field: sum_g sc_g * bsum_g, two sub-blocks per madd
      * (zeroed only now: 4 fewer registers live in the loop above) */
     DS_UNROLL
@@ -220,23 +228,7 @@ DS_INLINE void run_off16(const gemm_tile *T, const block_q8_K *const *y, float *
 DS_INLINE void run_q45_K(const gemm_tile *T, const block_q8_K *const *y, float *acc, const int nr, const int five) {
     const int per = five ? 4 : 8; /* maddubs summed in int16 before one madd */
     __m256i isum[4], msum[4];
-    DS_UNROLL
-    for (int r = 0; r < nr; r++) isum[r] = _mm256_setzero_si256();
-    for (int s = 0; s < 64 / per; s++) {
-        __m256i p[4];
-        DS_UNROLL
-        for (int t = 0; t < per; t++) {
-            const __m256i w = T->q[s * per + t];
-            DS_UNROLL
-            for (int r = 0; r < nr; r++) {
-                const __m256i m = _mm256_maddubs_epi16(w, bcast_act(y[r], s * per + t));
-                p[r] = t ? _mm256_add_epi16(p[r], m) : m;
-            }
-        }
-        const __m256i sc = T->sc[s * per / 8];
-        DS_UNROLL
-        for (int r = 0; r < nr; r++) isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p[r], sc));
-    }
+    scaled_sums(T, y, nr, per, 8, isum);
     /* the mins: sum_j m_j * (bsum_2j + bsum_2j+1), two sub-blocks per madd */
     DS_UNROLL
     for (int r = 0; r < nr; r++) {
