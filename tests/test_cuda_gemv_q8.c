@@ -334,6 +334,16 @@ static void test_awkward(void) {
                     c.wshift = mi == 2 ? rb : mi == 3 ? 2 : 0;
                     run_case(&c);
                 }
+        /* more rows than one pass: 4 + 1, 4 + 2, 4 + 3 and 4 + 4 + 1 (the
+         * launcher's pass loop, shared with the host twin) */
+        const int more[] = { 5, 6, 7, 9 };
+        for (int i = 0; i < 4; i++) {
+            const int64_t K = Ks[nK - 2], M = 33;
+            q8_case c = { .t = t, .K = K, .M = M, .n = more[i], .ldx = K, .raw = i % 2 == 1, .host = true,
+                          .seed = 5000 + 100 * ti + more[i] };
+            c.wshift = i == 2 ? ds_row_bytes(t, K) : 0;
+            run_case(&c);
+        }
     }
 }
 
@@ -342,7 +352,7 @@ static void test_awkward(void) {
  * 512 apart) for every K-quant, and head sizes of 6 and 3 rows (R must
  * drop to 2 and 1), slices 288 apart (not a multiple of 128 elements). */
 static void test_grouped(void) {
-    for (int n = 1; n <= 4; n++) {
+    for (int n = 1; n <= 6; n++) { /* 5 and 6: a second pass */
         q8_case kb = { .t = DS_TYPE_Q8_0, .K = 128, .M = 3 * 512, .n = n, .group_rows = 512, .group_stride = 192,
                        .ldx = 3 * 192, .raw = n % 2, .host = true, .all_cfg = n == 1, .seed = 7000 + n };
         run_case(&kb);
