@@ -1,5 +1,6 @@
-/* gemm_k_avx2.c: prefill GEMM for q3_K/q4_K/q5_K/q6_K/q8_0 weights against q8_K
- * activations on AVX2, 8 weight rows at a time with the rows interleaved.
+/* gemm_k_avx2.c: prefill GEMM on AVX2 for q3_K/q4_K/q5_K/q6_K weights against
+ * q8_K activations (q8_0 weights against q8_0), 8 weight rows at a time with
+ * the rows interleaved. Used by ds_matmul from DS_GEMM8_MIN_ROWS rows.
  *
  * Why: the dot kernels (dot_k_avx2.c) give each weight row its own 8-lane
  * accumulator, so every output ends in a horizontal sum and every 32
