@@ -67,25 +67,49 @@ DS_INLINE int32_t ld32(const void *p) {
  * Per row the fields go to a row-major scratch (8 x 256 bytes), then each 32-byte
  * chunk of the 8 rows is transposed into 8 interleaved vectors. */
 
-static void tile_q3_K(gemm_tile *T, const uint8_t *w, size_t rs, int b) {
+/* q6_K's 4 chunks of half h: chunk k (elements 128h + 32k ..) is the low
+ * (k < 2) or high nibble of ql[64h + 32(k & 1) ..] with bits 2k..2k+1 of
+ * qh[32h ..] as bits 4..5 */
+DS_INLINE void q6_K_chunks(const block_q6_K *x, int h, __m256i c[4]) {
+    const __m256i m15 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const __m256i l[2] = { _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h)),
+                           _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32)) };
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+    for (int k = 0; k < 4; k++) {
+        const __m256i lo = _mm256_and_si256(k < 2 ? l[k & 1] : _mm256_srli_epi16(l[k & 1], 4), m15);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
+        c[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+    }
+}
+
+/* The 16-weight sub-block types, q3_K (six = 0: fields 0..7, scales 6-bit)
+ * and q6_K (six = 1: fields 0..63, int8 scales); the offsets come later
+ * from the bsums (run_off16) */
+DS_INLINE void tile_off16(gemm_tile *T, const uint8_t *w, size_t rs, int b, const int six) {
     _Alignas(32) uint8_t f[8][256];
     _Alignas(32) int32_t scd[8][16], scp[8][8];
     float d[8];
     const __m256i m15 = _mm256_set1_epi8(0x0F);
     for (int i = 0; i < 8; i++) {
-        const block_q3_K *x = (const block_q3_K *)(w + (size_t)i * rs) + b;
-        const __m256i sc16 = ds_q3_K_scales16(x->scales);
+        const block_q3_K *x3 = (const block_q3_K *)(w + (size_t)i * rs) + b;
+        const block_q6_K *x6 = (const block_q6_K *)(w + (size_t)i * rs) + b;
+        const __m256i sc16 = six ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x6->scales))
+                                 : ds_q3_K_scales16(x3->scales);
         _mm256_store_si256((__m256i *)scp[i], sc16); /* dword j = (sc_2j, sc_2j+1) */
         _mm256_store_si256((__m256i *)scd[i], dup16(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(sc16))));
         _mm256_store_si256((__m256i *)scd[i] + 1, dup16(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(sc16, 1))));
-        const __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+        const __m256i hm = six ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)x3->hmask);
         for (int h = 0; h < 2; h++) {
             __m256i c[4];
-            ds_q3_K_chunks(_mm256_loadu_si256((const __m256i *)(x->qs + 32 * h)),
-                           _mm256_and_si256(h ? _mm256_srli_epi16(hm, 4) : hm, m15), c);
+            if (six) {
+                q6_K_chunks(x6, h, c);
+            } else {
+                ds_q3_K_chunks(_mm256_loadu_si256((const __m256i *)(x3->qs + 32 * h)),
+                               _mm256_and_si256(h ? _mm256_srli_epi16(hm, 4) : hm, m15), c);
+            }
             for (int j = 0; j < 4; j++) _mm256_store_si256((__m256i *)(f[i] + 128 * h + 32 * j), c[j]);
         }
-        d[i] = ds_h2f(x->d);
+        d[i] = ds_h2f(six ? x6->d : x3->d);
     }
     for (int c = 0; c < 8; c++) transpose8_from(f[0] + 32 * c, 256, &T->q[8 * c]);
     transpose8_from((const uint8_t *)scd[0], 64, &T->sc[0]);
@@ -129,42 +153,6 @@ DS_INLINE void tile_q45_K(gemm_tile *T, const uint8_t *w, size_t rs, int b, cons
     transpose8_from((const uint8_t *)mnp[0], 32, T->mp);
     T->d = _mm256_loadu_ps(d);
     T->dmin = _mm256_loadu_ps(dmin);
-}
-
-/* q6_K: 6-bit fields (ql nibble | 2 bits of qh << 4), int8 scales per 16 */
-static void tile_q6_K(gemm_tile *T, const uint8_t *w, size_t rs, int b) {
-    _Alignas(32) uint8_t f[8][256];
-    _Alignas(32) int32_t scd[8][16], scp[8][8];
-    float d[8];
-    const __m256i m15 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    for (int i = 0; i < 8; i++) {
-        const block_q6_K *x = (const block_q6_K *)(w + (size_t)i * rs) + b;
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
-        _mm256_store_si256((__m256i *)scp[i], sc16);
-        _mm256_store_si256((__m256i *)scd[i], dup16(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(sc16))));
-        _mm256_store_si256((__m256i *)scd[i] + 1, dup16(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(sc16, 1))));
-        for (int h = 0; h < 2; h++) {
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
-            const __m256i c[4] = {
-                _mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4)),
-                _mm256_or_si256(_mm256_and_si256(l1, m15),
-                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15),
-                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
-                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4)),
-            };
-            for (int j = 0; j < 4; j++) _mm256_store_si256((__m256i *)(f[i] + 128 * h + 32 * j), c[j]);
-        }
-        d[i] = ds_h2f(x->d);
-    }
-    for (int c = 0; c < 8; c++) transpose8_from(f[0] + 32 * c, 256, &T->q[8 * c]);
-    transpose8_from((const uint8_t *)scd[0], 64, &T->sc[0]);
-    transpose8_from((const uint8_t *)scd[0] + 32, 64, &T->sc[8]);
-    transpose8_from((const uint8_t *)scp[0], 32, T->mp);
-    T->d = _mm256_loadu_ps(d);
 }
 
 /* ---- the products of one tile against nr activation rows ---------------------------
@@ -346,7 +334,7 @@ DS_INLINE void gemm_prefetch(const uint8_t *w, size_t rs, size_t off, size_t byt
 
 static void gemm8_q3_K(GEMM8_ARGS) {
 #define RUN3(NR) run_off16(&T, y, acc + 8 * r, NR, 0)
-    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, sizeof(block_q3_K), tile_q3_K(&T, wt, rs, b), RUN3)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, sizeof(block_q3_K), tile_off16(&T, wt, rs, b, 0), RUN3)
 #undef RUN3
 }
 
@@ -364,7 +352,7 @@ static void gemm8_q5_K(GEMM8_ARGS) {
 
 static void gemm8_q6_K(GEMM8_ARGS) {
 #define RUN6(NR) run_off16(&T, y, acc + 8 * r, NR, 1)
-    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, sizeof(block_q6_K), tile_q6_K(&T, wt, rs, b), RUN6)
+    GEMM8_BODY(gemm_tile, block_q8_K, QK_K, sizeof(block_q6_K), tile_off16(&T, wt, rs, b, 1), RUN6)
 #undef RUN6
 }
 
