@@ -48,12 +48,13 @@ bool ds_mm_prof_on(void) {
     int on = __atomic_load_n(&g_on, __ATOMIC_RELAXED);
     if (on >= 0) return on;
     pthread_mutex_lock(&g_mu);
-    if (g_on < 0) {
-        const char *e = getenv("DSINFER_CPU_PROFILE");
-        g_on = e && e[0] && strcmp(e, "0") != 0;
-        if (g_on) atexit(mm_prof_print);
-    }
     on = g_on;
+    if (on < 0) {
+        const char *e = getenv("DSINFER_CPU_PROFILE");
+        on = e && e[0] && strcmp(e, "0") != 0;
+        if (on) atexit(mm_prof_print);
+        __atomic_store_n(&g_on, on, __ATOMIC_RELAXED); /* read without the lock above */
+    }
     pthread_mutex_unlock(&g_mu);
     return on;
 }
