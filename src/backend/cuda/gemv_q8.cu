@@ -380,26 +380,14 @@ template <> struct q8t<Q8T_Q5_K> : q8t_k45<Q8T_Q5_K> {};
  * activation sum, which the R rows share. */
 template <> struct q8t<Q8T_Q6_K> {
     static constexpr int SBB = 210, SBE = 256, LPS = 4;
-    struct act {
-        uint32_t q[4][4];
-        float d[4];
-        int sum[4];
-    };
+    using act = q8t<Q8T_Q2_K>::act; /* the same runs of activations and their sums */
     struct wts {
         uint32_t v[4][4];
         int sc[4];
         float d;
     };
     static Q8_HD void load_act(act &x, const int8_t *xq, const float2 *ds, int t) {
-        q8t<Q8T_Q2_K>::act a;
-        q8t<Q8T_Q2_K>::load_act(a, xq, ds, t); /* the same runs */
-#pragma unroll
-        for (int s = 0; s < 4; s++) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) x.q[s][i] = a.q[s][i];
-            x.d[s] = a.d[s];
-            x.sum[s] = a.sum[s];
-        }
+        q8t<Q8T_Q2_K>::load_act(x, xq, ds, t);
     }
     template <int AL> static Q8_HD void decode(wts &w, const uint8_t *st, int u, int t) {
         const int h = t >> 1, lh = t & 1;
