@@ -240,7 +240,7 @@ static void run_case(const q8_case *c) {
     if (g_dev) {
         void *dwb = NULL, *dxq = NULL;
         float *dx = NULL, *dy = NULL;
-        bool ok = cudaMalloc(&dwb, wbytes + c->wshift + 16) == cudaSuccess &&
+        bool ok = cudaMalloc(&dwb, wbytes + c->wshift) == cudaSuccess &&
                   cudaMalloc(&dxq, xqb) == cudaSuccess &&
                   cudaMalloc((void **)&dx, (size_t)n * ldx * sizeof(float)) == cudaSuccess &&
                   cudaMalloc((void **)&dy, ybytes) == cudaSuccess &&
@@ -334,10 +334,10 @@ static void test_awkward(void) {
                     c.wshift = mi == 2 ? rb : mi == 3 ? 2 : 0;
                     run_case(&c);
                 }
-        /* more rows than one pass: 4 + 1, 4 + 2, 4 + 3 and 4 + 4 + 1 (the
-         * launcher's pass loop, shared with the host twin) */
-        const int more[] = { 5, 6, 7, 9 };
-        for (int i = 0; i < 4; i++) {
+        /* the 8-row kernel at 5-8 rows, and more rows than one pass (8 + 1,
+         * 8 + 4: the launcher's pass loop, shared with the host twin) */
+        const int more[] = { 5, 6, 7, 8, 9, 12 };
+        for (int i = 0; i < 6; i++) {
             const int64_t K = Ks[nK - 2], M = 33;
             q8_case c = { .t = t, .K = K, .M = M, .n = more[i], .ldx = K, .raw = i % 2 == 1, .host = true,
                           .seed = 5000 + 100 * ti + more[i] };
@@ -387,6 +387,8 @@ static void test_full_width(void) {
         { DS_TYPE_Q4_K, 2048, 7168, 1, 0, 0, 2048 },         /* expert down */
         { DS_TYPE_Q4_K, 16384, 7168, 1, 0, 0, 16384 },       /* attn_output */
         { DS_TYPE_Q4_K, 16384, 7168, 4, 0, 0, 16384 },
+        { DS_TYPE_Q4_K, 16384, 7168, 8, 0, 0, 16384 },
+        { DS_TYPE_Q3_K, 7168, 18432, 8, 0, 0, 7168 },
         { DS_TYPE_Q4_K, 512, 16384, 1, 128, 512, 65536 },    /* v_b per head */
         { DS_TYPE_Q5_K, 18432, 7168, 1, 0, 0, 18432 },       /* dense down */
         { DS_TYPE_Q6_K, 7168, 129280, 1, 0, 0, 7168 },       /* output */
@@ -399,6 +401,195 @@ static void test_full_width(void) {
                       .group_stride = sh[i].gs, .ldx = sh[i].ldx, .raw = false, .host = false, .seed = 9000 + i };
         run_case(&c);
     }
+}
+
+/* Expert mode (the decode MoE): each pair's rows must be bit for bit what
+ * a plain one-row call on that expert's matrix and x row gives (same lane
+ * code, same per-row sums whatever R and stages the plan picks), pairs of
+ * id -1 must leave their y rows alone, and the second weight set must land
+ * in y2. Experts eb_pad bytes apart beyond M * rb move later experts off
+ * the 16-byte alignment (the launcher must then drop to 2-byte loads). */
+typedef struct ex_case {
+    ds_type t;
+    int64_t K, M;
+    int n_exp, x_rows, k; /* pairs = x_rows * k (gate/up: x_div = k) or x_div 1 */
+    int x_div;
+    size_t eb_pad;
+    bool two; /* a second weight set */
+    bool host, dev;
+} ex_case;
+
+/* y [pairs][ldy] from one call: host emulation or device */
+static bool run_experts(const ex_case *c, bool host, const uint8_t *w, const uint8_t *w2, size_t eb, size_t rb,
+                        const uint8_t *xq, int64_t ldx, const int32_t *ids, int pairs, float *y, float *y2,
+                        int64_t ldy) {
+    ds_cu_gemv_params p = { .w = w, .type = c->t, .K = c->K, .M = c->M, .row_bytes = rb, .ldx = ldx, .y = y,
+                            .ldy = ldy, .n = pairs };
+    ds_cu_q8_experts ex = { .ids = ids, .n_pairs = pairs, .x_div = c->x_div, .expert_bytes = eb, .w2 = w2,
+                            .y2 = y2 };
+    return (host ? ds_cu_gemv_q8_experts_host(&p, xq, &ex, NULL) : ds_cu_gemv_q8_experts(&p, xq, &ex, NULL)) == 0;
+}
+
+/* the same pair by a plain one-row call */
+static bool run_plain(const ex_case *c, bool host, const uint8_t *w, size_t rb, const uint8_t *xq, int64_t ldx,
+                      float *y) {
+    ds_cu_gemv_params p = { .w = w, .type = c->t, .K = c->K, .M = c->M, .row_bytes = rb, .ldx = ldx, .y = y,
+                            .ldy = c->M, .n = 1 };
+    return (host ? ds_cu_gemv_q8_host(&p, xq, NULL) : ds_cu_gemv_q8(&p, xq)) == 0;
+}
+
+static void check_experts(const ex_case *c, uint64_t seed) {
+    const ds_type t = c->t;
+    const int64_t K = c->K, M = c->M, ldy = M + 1;
+    const size_t rb = ds_row_bytes(t, K), eb = (size_t)M * rb + c->eb_pad, wbytes = eb * c->n_exp;
+    const int pairs = c->x_rows * c->k, nx = (pairs + c->x_div - 1) / c->x_div;
+    uint64_t st = seed;
+    uint8_t *w = aligned_alloc(256, (2 * wbytes + 255) / 256 * 256); /* the second set (c->two) after the first */
+    for (size_t i = 0; i < 2 * wbytes; i++) w[i] = (uint8_t)ds_test_rand(&st);
+    for (int set = 0; set < (c->two ? 2 : 1); set++)
+        for (int e = 0; e < c->n_exp; e++)
+            for (int64_t m = 0; m < M; m++) fix_f16(t, w + set * wbytes + e * eb + (size_t)m * rb, K, &st);
+    float *x = malloc((size_t)nx * K * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)nx * K; i++) x[i] = ds_test_randf(&st) * (i % 96 < 8 ? 4.f : 1.f);
+    const size_t xrs = ds_cu_q8_row_bytes(K), xqb = ds_cu_q8_bytes(K, nx);
+    uint8_t *xq = aligned_alloc(16, (xqb + 15) / 16 * 16);
+    ds_cu_quantize_q8_host(x, K, K, nx, xq);
+    int32_t *ids = malloc((size_t)pairs * sizeof *ids);
+    for (int p = 0; p < pairs; p++) ids[p] = p % 5 == 1 ? -1 : (int32_t)(ds_test_rand(&st) % c->n_exp);
+    const size_t ybytes = (size_t)pairs * ldy * sizeof(float);
+    float *y = malloc(ybytes), *y2 = malloc(ybytes), *want = malloc((size_t)M * sizeof(float));
+    const char *tn = ds_type_info(t)->name;
+    for (int dev = 0; dev <= 1; dev++) {
+        if (dev ? !c->dev : !c->host) continue;
+        const uint8_t *W = w, *XQ = xq;
+        const int32_t *IDS = ids;
+        float *Y = y, *Y2 = y2, *P = want;
+        void *dw = NULL, *dxq = NULL, *dids = NULL, *dy = NULL, *dy2 = NULL, *dp = NULL;
+        if (dev) {
+            bool ok = cudaMalloc(&dw, 2 * wbytes) == cudaSuccess && cudaMalloc(&dxq, xqb) == cudaSuccess &&
+                      cudaMalloc(&dids, (size_t)pairs * 4) == cudaSuccess && cudaMalloc(&dy, ybytes) == cudaSuccess &&
+                      cudaMalloc(&dy2, ybytes) == cudaSuccess && cudaMalloc(&dp, (size_t)M * 4) == cudaSuccess &&
+                      cudaMemcpy(dw, w, 2 * wbytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+                      cudaMemcpy(dxq, xq, xqb, cudaMemcpyHostToDevice) == cudaSuccess &&
+                      cudaMemcpy(dids, ids, (size_t)pairs * 4, cudaMemcpyHostToDevice) == cudaSuccess;
+            CHECK(ok, "experts: cuda alloc/copy");
+            if (!ok) break;
+            W = dw, XQ = dxq, IDS = dids, Y = dy, Y2 = dy2, P = dp;
+            cudaMemset(dy, 0xFF, ybytes);
+            cudaMemset(dy2, 0xFF, ybytes);
+        } else {
+            memset(y, 0xFF, ybytes);
+            memset(y2, 0xFF, ybytes);
+        }
+        bool ok = run_experts(c, !dev, W, c->two ? W + wbytes : NULL, eb, rb, XQ, K, IDS, pairs, Y, c->two ? Y2 : NULL,
+                              ldy);
+        if (dev) ok = ok && cudaMemcpy(y, dy, ybytes, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                      cudaMemcpy(y2, dy2, ybytes, cudaMemcpyDeviceToHost) == cudaSuccess;
+        CHECK(ok, "experts %s: the call failed", tn);
+        int bad = 0, untouched = 0, unused = 0;
+        for (int p = 0; ok && p < pairs; p++)
+            for (int set = 0; set < (c->two ? 2 : 1); set++) {
+                const float *yr = (set ? y2 : y) + (size_t)p * ldy;
+                if (ids[p] < 0) {
+                    unused++;
+                    for (int64_t m = 0; m < ldy; m++) {
+                        uint32_t u;
+                        memcpy(&u, yr + m, 4);
+                        untouched += u == 0xFFFFFFFFu;
+                    }
+                    continue;
+                }
+                const uint8_t *we = W + set * wbytes + (size_t)ids[p] * eb;
+                ok = run_plain(c, !dev, we, rb, XQ + (size_t)(p / c->x_div) * xrs, K, P);
+                if (dev) ok = ok && cudaMemcpy(want, dp, (size_t)M * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+                for (int64_t m = 0; m < M; m++) bad += !ok || memcmp(&yr[m], &want[m], 4) != 0;
+                uint32_t u;
+                memcpy(&u, yr + M, 4);
+                bad += u != 0xFFFFFFFFu; /* the row's padding */
+            }
+        CHECK(ok && bad == 0 && untouched == unused * (int)ldy, /* unused counts (pair, set)s */
+              "experts %s K %lld M %lld pairs %d x_div %d pad %zu two %d (%s): %d outputs differ from the plain "
+              "calls, %d of the unused pairs' values touched",
+              tn, (long long)K, (long long)M, pairs, c->x_div, c->eb_pad, c->two, dev ? "cuda" : "host", bad,
+              unused * (int)ldy - untouched);
+        if (dev) {
+            cudaFree(dw); cudaFree(dxq); cudaFree(dids); cudaFree(dy); cudaFree(dy2); cudaFree(dp);
+        }
+    }
+    free(y); free(y2); free(want); free(ids); free(xq); free(x); free(w);
+}
+
+static void test_experts(bool dev) {
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const ds_type t = types[ti];
+        const int64_t K = t == DS_TYPE_Q8_0 ? 96 : 512;
+        /* gate+up-like: 3 tokens x k 3, two sets; down-like: 7 pairs of their own x */
+        const ex_case gu = { .t = t, .K = K, .M = 33, .n_exp = 5, .x_rows = 3, .k = 3, .x_div = 3,
+                             .eb_pad = ti % 2 ? 6 : 0, .two = true, .host = !dev, .dev = dev };
+        check_experts(&gu, 300 + ti);
+        const ex_case dn = { .t = t, .K = K, .M = 70, .n_exp = 4, .x_rows = 7, .k = 1, .x_div = 1,
+                             .eb_pad = ti % 2 ? 0 : 2, .two = false, .host = !dev, .dev = dev };
+        check_experts(&dn, 400 + ti);
+    }
+    if (dev && !getenv("DS_CUDA_TEST_QUICK")) { /* V3's expert shapes, 8 tokens x 8 experts */
+        const ex_case gu = { .t = DS_TYPE_Q3_K, .K = 7168, .M = 2048, .n_exp = 12, .x_rows = 8, .k = 8, .x_div = 8,
+                             .two = true, .dev = true };
+        check_experts(&gu, 500);
+        const ex_case dn = { .t = DS_TYPE_Q4_K, .K = 2048, .M = 7168, .n_exp = 12, .x_rows = 64, .k = 1, .x_div = 1,
+                             .dev = true };
+        check_experts(&dn, 501);
+    }
+}
+
+/* silu(g) * u quantized on the device: each value within d/2 of its block's
+ * scale of the exact product (the quantization's own bound), and the
+ * scales those of the exact products' absmax (expf differs in the last bits) */
+static void test_silu_quantize(void) {
+    const int64_t K = 2048;
+    const int n = 5;
+    uint64_t st = 77;
+    float *g = malloc((size_t)n * K * sizeof(float)), *u = malloc((size_t)n * K * sizeof(float));
+    for (int64_t i = 0; i < n * K; i++) {
+        g[i] = 6.f * ds_test_randf(&st);
+        u[i] = ds_test_randf(&st) * (i % 64 < 4 ? 10.f : 1.f);
+    }
+    const size_t xqb = ds_cu_q8_bytes(K, n), xrs = ds_cu_q8_row_bytes(K);
+    uint8_t *h = malloc(xqb);
+    float *dg = NULL, *du = NULL;
+    void *dq = NULL;
+    bool ok = cudaMalloc((void **)&dg, (size_t)n * K * 4) == cudaSuccess &&
+              cudaMalloc((void **)&du, (size_t)n * K * 4) == cudaSuccess && cudaMalloc(&dq, xqb) == cudaSuccess &&
+              cudaMemcpy(dg, g, (size_t)n * K * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+              cudaMemcpy(du, u, (size_t)n * K * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+              ds_cu_silu_quantize_q8(dg, du, K, n, dq, 0) == 0 &&
+              cudaMemcpy(h, dq, xqb, cudaMemcpyDeviceToHost) == cudaSuccess;
+    CHECK(ok, "silu_quantize_q8 launch/copy");
+    double worst_e = 0, worst_d = 0;
+    for (int r = 0; ok && r < n; r++)
+        for (int64_t b = 0; b < K / 32; b++) {
+            float ds[2];
+            memcpy(ds, h + r * xrs + K + 8 * b, 8);
+            double amax = 0, sum = 0;
+            for (int k = 0; k < 32; k++) {
+                const size_t i = (size_t)r * K + 32 * b + k;
+                const double a = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+                const int8_t q = (int8_t)h[r * xrs + 32 * b + k];
+                sum += q;
+                if (fabs(a) > amax) amax = fabs(a);
+                const double e = fabs(a - (double)ds[0] * q) / ds[0];
+                if (e > worst_e) worst_e = e;
+            }
+            const double dd = fabs(ds[0] - amax / 127) / (amax / 127);
+            if (dd > worst_d) worst_d = dd;
+            CHECK(ds[1] == ds[0] * (float)sum, "silu_quantize_q8: block sum %g, want d * sum(q) %g", ds[1],
+                  ds[0] * (float)sum);
+        }
+    /* 0.5 d from rounding, plus the f32 product's error (a few ulp of amax, ~1e-4 d) */
+    CHECK(worst_e <= 0.5 + 1e-3 && worst_d <= 1e-5, "silu_quantize_q8: error %.6f d, scale off by %.2e", worst_e,
+          worst_d);
+    printf("silu_quantize_q8 K %lld n %d: worst error %.4f d, scale rel %.2e\n", (long long)K, n, worst_e, worst_d);
+    cudaFree(dg); cudaFree(du); cudaFree(dq);
+    free(g); free(u); free(h);
 }
 
 /* ds_cu_quantize_q8 alone: x rows wider than K (the float4 path) and x one
@@ -470,12 +661,15 @@ int main(void) {
     test_args();
     test_awkward();
     test_grouped();
+    test_experts(false);
     if (!g_dev) {
         if (ds_test_failed) return ds_test_finish("test_cuda_gemv_q8");
         printf("skipped: no CUDA device (the host emulation of the kernels passed %d checks)\n", ds_test_passed);
         return 77;
     }
     test_quantize();
+    test_silu_quantize();
+    test_experts(true);
     if (!getenv("DS_CUDA_TEST_QUICK")) test_full_width();
     return ds_test_finish("test_cuda_gemv_q8");
 }

@@ -2,7 +2,10 @@
  * gpu-check.sh builds it against the build's library): measures the card's
  * copy bandwidth, then pp<N> and tg<N> on one model and prints tok/s with
  * bytes per decode step, the bandwidth roofline and the fraction reached.
- * Not `dsinfer bench` (src/cli/cmd_bench.c); usage: cuda_bench MODEL [device] [pp] [tg] [reps]. */
+ * With S streams (6th argument) each tg step decodes S sequences at once
+ * (S rows, one per sequence, as a server's parallel slots do) and tok/s
+ * counts all of them. Not `dsinfer bench` (src/cli/cmd_bench.c); usage:
+ * cuda_bench MODEL [device] [pp] [tg] [reps] [streams]. */
 #include "backend/cuda/cuda_backend.h"
 #include "engine/engine.h"
 
@@ -45,12 +48,14 @@ static void mean_sd(const double *v, int n, double *mean, double *sd) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: cuda_bench MODEL [device=cuda] [pp=512] [tg=128] [reps=3]\n");
+        fprintf(stderr, "usage: cuda_bench MODEL [device=cuda] [pp=512] [tg=128] [reps=3] [streams=1]\n");
         return 2;
     }
     const char *dev = argc > 2 ? argv[2] : "cuda";
     const int pp = argc > 3 ? atoi(argv[3]) : 512, tg = argc > 4 ? atoi(argv[4]) : 128;
     const int reps = argc > 5 ? atoi(argv[5]) : 3;
+    int S = argc > 6 ? atoi(argv[6]) : 1;
+    if (S < 1 || S > 64) S = 1;
     ds_error err = { 0 };
     ds_model *m;
     ds_model_params mp = { .path = argv[1] };
@@ -59,7 +64,8 @@ int main(int argc, char **argv) {
     ds_ctx_params cp;
     ds_ctx_params_default(&cp);
     cp.device = dev;
-    cp.n_ctx = pp + tg + 64;
+    cp.n_ctx = (int64_t)S * (pp + tg + 64);
+    cp.n_seq = S;
     cp.n_ubatch = pp;
     ds_ctx *c;
     if (ds_ctx_create(m, &cp, &c, &err)) { fprintf(stderr, "ctx: %s\n", err.msg); return 1; }
@@ -69,7 +75,7 @@ int main(int argc, char **argv) {
     int32_t *tok = malloc(sizeof(int32_t) * (pp > tg ? pp : tg)), *pos = malloc(sizeof(int32_t) * pp);
     int32_t *seq = calloc((size_t)pp, sizeof(int32_t));
     bool *want = calloc((size_t)pp, sizeof(bool));
-    float *logits = malloc(V * sizeof(float));
+    float *logits = malloc(64 * V * sizeof(float));
     uint64_t s = 12345;
     for (int i = 0; i < (pp > tg ? pp : tg); i++) {
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
@@ -85,15 +91,16 @@ int main(int argc, char **argv) {
         double a = ds_time_s();
         if (ds_ctx_decode(c, &b, logits, &err)) { fprintf(stderr, "pp: %s\n", err.msg); return 1; }
         double t = ds_time_s() - a;
-        ds_ctx_seq_truncate(c, 0, 0);
+        for (int q = 0; q < S; q++) ds_ctx_seq_truncate(c, q, 0);
         a = ds_time_s();
         for (int i = 0; i < tg; i++) {
-            int32_t p = i, sq = 0;
-            ds_batch b1 = { 1, tok + i, &p, &sq, NULL };
+            int32_t p[64], sq[64], tk[64];
+            for (int q = 0; q < S; q++) p[q] = i, sq[q] = q, tk[q] = tok[(i + 7 * q) % tg];
+            ds_batch b1 = { S, tk, p, sq, NULL };
             if (ds_ctx_decode(c, &b1, logits, &err)) { fprintf(stderr, "tg: %s\n", err.msg); return 1; }
         }
         double u = ds_time_s() - a;
-        if (r > 0) { tpp[r - 1] = pp / t; ttg[r - 1] = tg / u; }
+        if (r > 0) { tpp[r - 1] = pp / t; ttg[r - 1] = (double)S * tg / u; }
     }
     double pm, psd, tm, tsd;
     mean_sd(tpp, reps, &pm, &psd);
@@ -102,8 +109,12 @@ int main(int argc, char **argv) {
     const double roof = bw > 0 ? bw / bytes : 0;
     printf("device %s | copy bandwidth %.0f GB/s | decode reads %.3f GB/step | roofline %.0f tok/s\n", dev, bw / 1e9,
            bytes / 1e9, roof);
-    printf("pp%d %.1f +- %.1f tok/s | tg%d %.1f +- %.1f tok/s (%.2f ms/step) | tg / roofline %.1f%%\n", pp, pm, psd,
-           tg, tm, tsd, 1e3 / tm, roof > 0 ? 100.0 * tm / roof : 0);
+    if (S > 1)
+        printf("pp%d %.1f +- %.1f tok/s | tg%d x %d streams %.1f +- %.1f tok/s (%.2f ms/step of %d rows)\n", pp, pm,
+               psd, tg, S, tm, tsd, 1e3 * S / tm, S);
+    else
+        printf("pp%d %.1f +- %.1f tok/s | tg%d %.1f +- %.1f tok/s (%.2f ms/step) | tg / roofline %.1f%%\n", pp, pm,
+               psd, tg, tm, tsd, 1e3 / tm, roof > 0 ? 100.0 * tm / roof : 0);
     ds_ctx_free(c);
     ds_model_free(m);
     free(tok); free(pos); free(seq); free(want); free(logits);

@@ -13,6 +13,7 @@ LOG=$OUTDIR/gpu-check.log
 exec > >(tee -a "$LOG") 2>&1
 BUILD=${BUILD:-/tmp/build-gpu}
 STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile serve memcheck"}
+# not in the default list: decode (A/B of the decode paths on ds10, 1 and 8 streams)
 JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
 mkdir -p "$DS_TEST_TMP"
@@ -26,6 +27,7 @@ if has env; then
   cmake --version | head -1
   lscpu | grep -E 'Model name|^CPU\(s\)|avx512f' | sed 's/Flags:.*avx512f.*/Flags: has avx512f/' | head -4
   git -C "$ROOT" log -1 --format='commit %H %s' 2>/dev/null || echo "commit: (no git metadata)"
+  for t in nsys ncu compute-sanitizer; do printf '%s: %s\n' $t "$(command -v $t || echo none)"; done
 fi
 
 # Dependencies: the image may lack the -dev packages (see deps-env.sh)
@@ -144,6 +146,24 @@ else:
   tail -3 /tmp/serve-gpu.log
   echo "-- raw decode on the same file (cuda_bench: pp16, tg128, 3 reps)"
   timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 2>&1 | grep -v '^loaded'
+fi
+
+if has decode; then
+  stage "decode A/B on ds10: the MoE on f32 or int8 activations, int8 products up to 4/8/16 rows"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  for cfg in DSINFER_CUDA_MOE_Q8=0 DSINFER_CUDA_MOE_Q8=1; do
+    echo "-- $cfg, one stream"
+    env $cfg timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 2>&1 | grep -E '^pp'
+  done
+  for cfg in "DSINFER_CUDA_MOE_Q8=0 DSINFER_Q8_MAX_ROWS=4" "DSINFER_Q8_MAX_ROWS=4" "DSINFER_Q8_MAX_ROWS=8" \
+             "DSINFER_GEMM_MIN_ROWS=5"; do
+    echo "-- $cfg, 8 streams"
+    env $cfg timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 64 2 8 2>&1 | grep -E '^pp'
+  done
+  for st in 1 8; do
+    echo "-- where a decode step's time goes (DSINFER_CUDA_PROFILE=1: no graphs, a sync per block), $st stream(s)"
+    DSINFER_CUDA_PROFILE=1 timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 32 1 $st 2>&1 | grep -vE '^loaded|loading'
+  done
 fi
 
 if has memcheck; then

@@ -185,9 +185,9 @@ static int x_to_half(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int 
     return ds_cu_to_half_rows(x, ldx, cols, n, C->xh, C->xinv, C->s);
 }
 
-/* decode rows (up to DS_CU_Q8_MAX_ROWS) on the int8 GEMV, when it reads the type */
+/* decode rows (up to q8_max_rows) on the int8 GEMV, when it reads the type */
 static bool use_q8(const cu_impl *C, const cu_w *W, int n, int64_t ldx, int64_t group_rows, int64_t group_stride) {
-    return C->gemv_q8 && n <= DS_CU_Q8_MAX_ROWS && ldx % 32 == 0 && group_stride % 32 == 0 &&
+    return C->gemv_q8 && n <= C->q8_max_rows && ldx % 32 == 0 && group_stride % 32 == 0 &&
            ds_cu_gemv_q8_supported(W->type, W->K, group_rows);
 }
 
@@ -407,6 +407,37 @@ static int dev_route(cu_impl *C, int il, int n, const float *y, const int32_t *f
     return ds_cu_route(&p);
 }
 
+/* The decode MoE on int8 activations (gemv_q8.h's expert mode): y
+ * quantized once; gate and up of every (row, slot) pair in one launch;
+ * SwiGLU fused into quantizing the down input; down per pair; the weighted
+ * sum in slot order. 5 launches, all graph-capturable (ids stay on the device). */
+static bool moe_q8_usable(const cu_impl *C, const ds_cu_moe_params *p) {
+    return C->moe_q8 && p->n <= GRAPH_MAX_ROWS && p->gate.type == p->up.type &&
+           p->gate.expert_bytes == p->up.expert_bytes && p->gate.row_bytes == p->up.row_bytes && p->E % 32 == 0 &&
+           p->F % 32 == 0 && ds_cu_gemv_q8_supported(p->gate.type, p->E, 0) &&
+           ds_cu_gemv_q8_supported(p->down.type, p->F, 0);
+}
+
+static int dev_moe_q8(cu_impl *C, const ds_cu_moe_params *p) {
+    const int nk = p->n * p->k;
+    int rc;
+    if ((rc = x_to_q8(C, p->y, p->E, p->E, p->n))) return rc;
+    ds_cu_gemv_params g = { .w = p->gate.w, .type = p->gate.type, .K = p->E, .M = p->F,
+                            .row_bytes = p->gate.row_bytes, .ldx = p->E, .y = C->act, .ldy = p->F, .n = nk,
+                            .stream = C->s };
+    ds_cu_q8_experts gx = { .ids = p->ids, .n_pairs = nk, .x_div = p->k, .expert_bytes = p->gate.expert_bytes,
+                            .w2 = p->up.w, .y2 = C->moe_u };
+    if ((rc = ds_cu_gemv_q8_experts(&g, C->xq, &gx, NULL))) return rc;
+    C->xq_key.src = NULL; /* xq is about to hold the experts' activations */
+    if ((rc = ds_cu_silu_quantize_q8(C->act, C->moe_u, p->F, nk, C->xq, C->s))) return rc;
+    ds_cu_gemv_params d = { .w = p->down.w, .type = p->down.type, .K = p->F, .M = p->E,
+                            .row_bytes = p->down.row_bytes, .ldx = p->F, .y = C->moe_y, .ldy = p->E, .n = nk,
+                            .stream = C->s };
+    ds_cu_q8_experts dx = { .ids = p->ids, .n_pairs = nk, .x_div = 1, .expert_bytes = p->down.expert_bytes };
+    if ((rc = ds_cu_gemv_q8_experts(&d, C->xq, &dx, NULL))) return rc;
+    return ds_cu_moe_combine_pairs(C->moe_y, p->ids, p->weights, p->n, p->k, p->E, p->out, C->s);
+}
+
 /* out += routed experts of ids/weights (device arrays [n][k]) */
 static int dev_moe(cu_impl *C, int il, int n, const float *y, const int32_t *ids, const float *w, float *out) {
     const ds_hparams *hp = &C->m->hp;
@@ -424,7 +455,7 @@ static int dev_moe(cu_impl *C, int il, int n, const float *y, const int32_t *ids
     }
     p.down = (ds_cu_exps){ L->down_exps.d, L->down_exps.type, L->down_exps.row_bytes,
                            (size_t)E * L->down_exps.row_bytes };
-    return ds_cu_moe(&p);
+    return moe_q8_usable(C, &p) ? dev_moe_q8(C, &p) : ds_cu_moe(&p);
 }
 
 /* The used experts of a grouped prefill on the tensor-core GEMM, one launch
@@ -854,6 +885,13 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
      * on an H200); DSINFER_GEMV_Q8=0 keeps them on the f32 GEMV */
     const char *q8 = getenv("DSINFER_GEMV_Q8");
     C->gemv_q8 = !(q8 && q8[0] == '0');
+    /* the decode MoE on them too (DSINFER_CUDA_MOE_Q8=0: the f32 kernels of moe.cu) */
+    const char *mq = getenv("DSINFER_CUDA_MOE_Q8");
+    C->moe_q8 = C->gemv_q8 && !(mq && mq[0] == '0');
+    /* products of up to this many rows on the int8 GEMV (passes of 4; beyond, the f32 GEMV's passes of 16) */
+    const char *qr = getenv("DSINFER_Q8_MAX_ROWS");
+    C->q8_max_rows = qr ? atoi(qr) : DS_CU_Q8_MAX_ROWS;
+    if (C->q8_max_rows > DS_CU_Q8_SCRATCH_ROWS) C->q8_max_rows = DS_CU_Q8_SCRATCH_ROWS;
     const char *mt = getenv("DSINFER_CUDA_MLA_TC");
     C->mla_tc = !(mt && mt[0] == '0');
     const char *pf = getenv("DSINFER_CUDA_PROFILE");

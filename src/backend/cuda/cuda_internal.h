@@ -81,6 +81,8 @@ typedef struct cu_impl {
     /* decode products on int8 activations (gemv_q8.h): x quantized into xq
      * (the rows xq_key names; x_ready as for xh) */
     bool gemv_q8;
+    bool moe_q8;     /* the decode MoE too (expert mode) */
+    int q8_max_rows; /* products of up to this many rows (DS_CU_Q8_MAX_ROWS, DSINFER_Q8_MAX_ROWS) */
     void *xq;
     cu_xkey xq_key;
     /* device KV (bound lazily to the engine's ds_kv: its geometry is known only then) */

@@ -116,16 +116,20 @@ Q8_HD float q8_h2f(uint16_t h) {
 #endif
 }
 /* The 16-byte chunk at src (16-byte aligned) to dst in shared memory, the
- * first n bytes (1..16) read and the rest zeroed, asynchronously (cp.async,
- * L2 only: the weights are read once). */
+ * first n bytes (1..16) read and the rest zeroed: a whole chunk
+ * asynchronously (cp.async, L2 only: the weights are read once); the short
+ * last chunk of a matrix by plain byte loads, since compute-sanitizer
+ * counts a cp.async with a smaller src-size as a 16-byte read, past the end
+ * of a matrix that ends its allocation (once per matrix: no cost). */
 Q8_HD void q8_copy16(uint8_t *dst, const uint8_t *src, int n) {
 #ifdef __CUDA_ARCH__
-    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    const size_t g = __cvta_generic_to_global(src);
-    if (n == 16) /* PTX: a src-size operand must be below the copy size */
+    if (n == 16) {
+        const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+        const size_t g = __cvta_generic_to_global(src);
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(g) : "memory");
-    else
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(g), "r"(n) : "memory");
+    } else {
+        for (int i = 0; i < 16; i++) dst[i] = i < n ? src[i] : 0;
+    }
 #else
     memcpy(dst, src, (size_t)n);
     memset(dst + n, 0, (size_t)(16 - n));
@@ -476,6 +480,36 @@ struct q8_args {
     int str;              /* stage bytes per weight row per slot (a multiple of 16) */
 };
 
+/* Expert mode (ids != NULL): blockIdx.y is a pair p (p - n_pairs in the
+ * second set w2/y2); its matrix is expert ids[p] (eb bytes apart), its x
+ * row p / x_div, its y row p; pairs of id < 0 return at once. A separate
+ * argument: the plain kernels never touch it. */
+struct q8_pairs {
+    const int32_t *ids;
+    int n_pairs, x_div;
+    size_t eb;
+    const uint8_t *w2;
+    float *y2;
+};
+
+/* Points a at block row `by`'s pair; false for an unused pair (no work, y
+ * untouched). */
+Q8_HD bool q8_bind_pair(q8_args &a, const q8_pairs &x, int by) {
+    const bool second = by >= x.n_pairs;
+    const int p = second ? by - x.n_pairs : by;
+#ifdef __CUDA_ARCH__
+    const int e = __ldg(x.ids + p);
+#else
+    const int e = x.ids[p];
+#endif
+    if (e < 0) return false;
+    a.w = (second ? x.w2 : a.w) + (size_t)e * x.eb;
+    a.wend = a.w + (size_t)a.M * a.rb;
+    a.xq += (size_t)(p / x.x_div) * a.xrs;
+    a.y = (second ? x.y2 : a.y) + (size_t)p * a.ldy;
+    return true;
+}
+
 /* Stage bytes per row for spg units of SBB bytes: the chunks cover up to 14
  * bytes before the first unit and 15 after the last, and q8_ldw may read 4
  * past; 16-byte multiple so every row's stage stays aligned. */
@@ -538,7 +572,7 @@ template <int T, int NR, int R, int AL> struct q8_lane {
     }
     /* Decode (1-2 x rows) keeps the step's activations in registers, loaded
      * before the wait for the weights so the two latencies overlap; each
-     * weight row is then decoded once and used for them. 3-4 x rows reload
+     * weight row is then decoded once and used for them. 3-8 x rows reload
      * them per weight row instead (L1 hits). */
     Q8_HD void load_x(const q8_args &a, int step) {
         const int k = step * spg + ui;
@@ -601,10 +635,10 @@ __device__ __forceinline__ void q8_commit() { asm volatile("cp.async.commit_grou
  * lane groups of R rows; dynamic shared memory: per warp `stages` slots
  * of (32 / lg) * R * str bytes. Launch bounds: ptxas's own register
  * choice for 128 threads (minBlocks 0 = unspecified; 40-86 registers at 1-2
- * x rows on sm_90a), but minBlocks 1 at 3-4 x rows, where the default held
+ * x rows on sm_90a), but minBlocks 1 at 3-8 x rows, where the default held
  * q4_K to 72 registers on sm_120 and spilled. */
 template <int T, int NR, int R, int AL>
-__global__ void __launch_bounds__(Q8_WARPS * 32, NR > 2 ? 1 : 0) q8_gemv_kernel(const q8_args a) {
+__device__ __forceinline__ void q8_gemv_body(const q8_args &a) {
     extern __shared__ __align__(16) uint8_t q8_smem[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     q8_lane<T, NR, R, AL> L;
@@ -643,15 +677,32 @@ __global__ void __launch_bounds__(Q8_WARPS * 32, NR > 2 ? 1 : 0) q8_gemv_kernel(
         }
 }
 
+/* Expert mode (EX) only where it is compiled in: its copy of the arguments
+ * costs registers (8 bytes of q3_K spills at R 4 when every kernel had it). */
+template <int T, int NR, int R, int AL, bool EX>
+__global__ void __launch_bounds__(Q8_WARPS * 32, NR > 2 ? 1 : 0)
+q8_gemv_kernel(const q8_args a0, const q8_pairs px) {
+    if constexpr (EX) {
+        q8_args a = a0;
+        if (q8_bind_pair(a, px, (int)blockIdx.y)) q8_gemv_body<T, NR, R, AL>(a);
+    } else {
+        q8_gemv_body<T, NR, R, AL>(a0);
+    }
+}
+
 /* The same kernel, one lane at a time on the CPU, through the same ring of
  * slots; copies land at once, so a slot refilled too early shows up as
  * wrong sums. */
-template <int T, int NR, int R, int AL> static void q8_emulate(const q8_args &a, int64_t blocks) {
-    const size_t slot = (size_t)(32 / a.lg) * R * a.str, bytes = slot * a.stages;
+template <int T, int NR, int R, int AL>
+static void q8_emulate(const q8_args &a0, const q8_pairs &px, int64_t blocks, int grid_y) {
+    const size_t slot = (size_t)(32 / a0.lg) * R * a0.str, bytes = slot * a0.stages;
     uint8_t *ws = (uint8_t *)aligned_alloc(16, bytes);
     memset(ws, 0xA5, bytes); /* garbage, as shared memory starts */
     q8_lane<T, NR, R, AL> *L = (q8_lane<T, NR, R, AL> *)malloc(32 * sizeof *L);
-    for (int64_t gw = 0; gw < blocks * Q8_WARPS; gw++) {
+    for (int64_t gi = 0; gi < blocks * Q8_WARPS * grid_y; gi++) {
+        const int64_t gw = gi % (blocks * Q8_WARPS);
+        q8_args a = a0;
+        if (px.ids && !q8_bind_pair(a, px, (int)(gi / (blocks * Q8_WARPS)))) continue;
         for (int l = 0; l < 32; l++) L[l].init(a, gw, l);
         for (int s = 0; s < a.stages - 1; s++)
             for (int l = 0; l < 32; l++) L[l].issue(a, s, ws + s * slot);
@@ -681,6 +732,7 @@ template <int T, int NR, int R, int AL> static void q8_emulate(const q8_args &a,
 struct q8_plan {
     int lg, R, S, AL, str;
     int64_t blocks;
+    int grid_y; /* pairs (expert mode), else 1 */
     size_t smem;
 };
 
@@ -693,25 +745,28 @@ static int q8_lanes(int64_t nunits, int lps) {
 
 /* R: 4 rows per lane group share each activation load and put 4 rows of
  * loads in flight, but a matrix of few rows then leaves SMs idle, so fewer
- * while that would give under 1024 warps; 2 at most for 3-4 x rows
+ * while that would give under 1024 warps; 2 at most for 3-8 x rows
  * (registers); a divisor of group_rows. Stages: enough that the warps an
  * SM holds (at most ~16; 132 SMs, an H100/H200) keep ~40 KB of weights in
  * flight (latency x bandwidth per SM), 2..4, never more than the steps.
  * AL: the alignment every unit start has in the stage. */
 template <int T>
-static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cfg, int NR, q8_plan *pl) {
+static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cfg, int NR, const q8_pairs *ex,
+                         q8_plan *pl) {
     using W = q8t<T>;
+    pl->grid_y = ex && ex->ids ? ex->n_pairs * (ex->w2 ? 2 : 1) : 1;
+    const int64_t Mall = p->M * pl->grid_y; /* rows of all the launch's matrices: what fills the SMs */
     const int64_t nunits = p->K / W::SBE;
     pl->lg = q8_lanes(nunits, W::LPS);
     const int G = 32 / pl->lg, spg = pl->lg / W::LPS;
     int R = 4;
     if (cfg && cfg->rows > 0) R = cfg->rows >= 4 ? 4 : cfg->rows >= 2 ? 2 : 1;
     else
-        while (R > 1 && p->M / ((int64_t)G * R) < 1024) R /= 2;
+        while (R > 1 && Mall / ((int64_t)G * R) < 1024) R /= 2;
     if (NR > 2 && R > 2) R = 2;
     while (R > 1 && p->group_rows % R) R /= 2;
     pl->R = R;
-    const int64_t nsteps = (nunits + spg - 1) / spg, warps = (p->M + (int64_t)G * R - 1) / ((int64_t)G * R);
+    const int64_t nsteps = (nunits + spg - 1) / spg, warps = (Mall + (int64_t)G * R - 1) / ((int64_t)G * R);
     const double wsm = warps / 132.0 < 16 ? warps / 132.0 : 16, step_bytes = (double)G * R * spg * W::SBB;
     const double want = 1 + ceil(40960.0 / (wsm * step_bytes));
     int S = want < 2 ? 2 : want > 4 ? 4 : (int)want;
@@ -720,7 +775,8 @@ static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cf
     pl->str = q8_stage_row(spg, W::SBB);
     while (S > 1 && (size_t)Q8_WARPS * S * G * R * pl->str > 160 * 1024) S--; /* leave room for 1+ blocks per SM */
     pl->S = S;
-    const uintptr_t wa = (uintptr_t)p->w;
+    /* every matrix start counts: expert steps and the second set too */
+    const uintptr_t wa = (uintptr_t)p->w | (ex && ex->ids ? (uintptr_t)ex->eb | (uintptr_t)ex->w2 : 0);
     pl->AL = 2;
     if ((T == Q8T_Q4_K || T == Q8T_Q5_K) && wa % 16 == 0 && p->row_bytes % 16 == 0) pl->AL = 16;
     if (T == Q8T_Q2_K && wa % 4 == 0 && p->row_bytes % 4 == 0) pl->AL = 4;
@@ -729,45 +785,61 @@ static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cf
     pl->blocks = (p->M + rows_per_block - 1) / rows_per_block;
 }
 
-template <int T, int NR, int R, int AL>
-static int q8_run(const q8_args &a, const q8_plan &pl, cudaStream_t s, bool host) {
-    if (host) {
-        q8_emulate<T, NR, R, AL>(a, pl.blocks);
-        return 0;
-    }
+template <int T, int NR, int R, int AL, bool EX>
+static int q8_launch(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaStream_t s) {
     if (pl.smem > 48 * 1024)
-        DS_CU_TRY(cudaFuncSetAttribute(q8_gemv_kernel<T, NR, R, AL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        DS_CU_TRY(cudaFuncSetAttribute(q8_gemv_kernel<T, NR, R, AL, EX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)pl.smem));
-    q8_gemv_kernel<T, NR, R, AL><<<(unsigned)pl.blocks, Q8_WARPS * 32, pl.smem, s>>>(a);
+    const dim3 grid((unsigned)pl.blocks, (unsigned)pl.grid_y);
+    q8_gemv_kernel<T, NR, R, AL, EX><<<grid, Q8_WARPS * 32, pl.smem, s>>>(a, px);
     DS_CU_TRY_LAUNCH();
     return 0;
 }
-template <int T, int NR, int AL> static int q8_run_r(const q8_args &a, const q8_plan &pl, cudaStream_t s, bool host) {
-    if constexpr (NR <= 2) {
-        if (pl.R == 4) return q8_run<T, NR, 4, AL>(a, pl, s, host);
+
+template <int T, int NR, int R, int AL>
+static int q8_run(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaStream_t s, bool host) {
+    if (host) {
+        q8_emulate<T, NR, R, AL>(a, px, pl.blocks, pl.grid_y);
+        return 0;
     }
-    if (pl.R == 2) return q8_run<T, NR, 2, AL>(a, pl, s, host);
-    return q8_run<T, NR, 1, AL>(a, pl, s, host);
+    if constexpr (NR == 1) { /* expert mode: one x row per pair */
+        if (px.ids) return q8_launch<T, NR, R, AL, true>(a, px, pl, s);
+    }
+    return q8_launch<T, NR, R, AL, false>(a, px, pl, s);
 }
-template <int T, int NR> static int q8_run_al(const q8_args &a, const q8_plan &pl, cudaStream_t s, bool host) {
+template <int T, int NR, int AL>
+static int q8_run_r(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaStream_t s, bool host) {
+    if constexpr (NR <= 2) {
+        if (pl.R == 4) return q8_run<T, NR, 4, AL>(a, px, pl, s, host);
+    }
+    if (pl.R == 2) return q8_run<T, NR, 2, AL>(a, px, pl, s, host);
+    return q8_run<T, NR, 1, AL>(a, px, pl, s, host);
+}
+template <int T, int NR>
+static int q8_run_al(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaStream_t s, bool host) {
     if constexpr (T == Q8T_Q4_K || T == Q8T_Q5_K) {
-        if (pl.AL == 16) return q8_run_r<T, NR, 16>(a, pl, s, host);
+        if (pl.AL == 16) return q8_run_r<T, NR, 16>(a, px, pl, s, host);
     }
     if constexpr (T == Q8T_Q2_K) {
-        if (pl.AL == 4) return q8_run_r<T, NR, 4>(a, pl, s, host);
+        if (pl.AL == 4) return q8_run_r<T, NR, 4>(a, px, pl, s, host);
     }
-    return q8_run_r<T, NR, 2>(a, pl, s, host);
+    return q8_run_r<T, NR, 2>(a, px, pl, s, host);
 }
 
-/* passes of up to 4 x rows */
+/* passes of up to 8 x rows (one pass reads the weights once; 5-8 rows on
+ * the 8-row kernel); expert mode (ex->ids): one pass of one x row per pair */
 template <int T>
-static int q8_gemv_type(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg, bool host) {
+static int q8_gemv_type(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg, const q8_pairs *ex,
+                        bool host) {
     const size_t xrs = ds_cu_q8_row_bytes(p->ldx);
-    for (int r0 = 0; r0 < p->n; r0 += 4) {
-        const int nr = p->n - r0 < 4 ? p->n - r0 : 4, NR = nr == 1 ? 1 : nr == 2 ? 2 : 4;
+    const bool experts = ex && ex->ids;
+    for (int r0 = 0; r0 < (experts ? 1 : p->n); r0 += 8) {
+        const int nr = experts ? 1 : p->n - r0 < 8 ? p->n - r0 : 8;
+        const int NR = nr == 1 ? 1 : nr == 2 ? 2 : nr <= 4 ? 4 : 8;
         q8_plan pl;
-        q8_make_plan<T>(p, cfg, NR, &pl);
+        q8_make_plan<T>(p, cfg, NR, ex, &pl);
         q8_args a;
+        const q8_pairs px = experts ? *ex : q8_pairs{};
         a.w = (const uint8_t *)p->w;
         a.wend = a.w + (size_t)p->M * p->row_bytes;
         a.rb = p->row_bytes;
@@ -785,9 +857,10 @@ static int q8_gemv_type(const ds_cu_gemv_params *p, const void *xq, const ds_cu_
         a.lg = pl.lg;
         a.stages = pl.S;
         a.str = pl.str;
-        int rc = NR == 1 ? q8_run_al<T, 1>(a, pl, p->stream, host)
-                 : NR == 2 ? q8_run_al<T, 2>(a, pl, p->stream, host)
-                           : q8_run_al<T, 4>(a, pl, p->stream, host);
+        int rc = NR == 1   ? q8_run_al<T, 1>(a, px, pl, p->stream, host)
+                 : NR == 2 ? q8_run_al<T, 2>(a, px, pl, p->stream, host)
+                 : NR == 4 ? q8_run_al<T, 4>(a, px, pl, p->stream, host)
+                           : q8_run_al<T, 8>(a, px, pl, p->stream, host);
         if (rc) return rc;
     }
     return 0;
@@ -814,9 +887,12 @@ Q8_HD int q8_round(float v) {
 
 /* 8 threads per 32-block, 4 values each (one float4 when VEC: x 16-byte
  * aligned, ldx % 4 == 0); every thread runs the shuffles, also past the end */
-template <bool VEC>
+/* silu(g) * u as ref's silu_d and ds_cu_silu_mul compute it, in f32 */
+Q8_HD float q8_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+template <bool VEC, bool GLU = false>
 __global__ void q8_quant_kernel(const float *__restrict__ x, int64_t ldx, int64_t K, int64_t total4,
-                                uint8_t *__restrict__ xq, size_t xrs) {
+                                uint8_t *__restrict__ xq, size_t xrs, const float *__restrict__ u = nullptr) {
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; /* which 4 values */
     const bool live = i < total4;
     const int64_t per_row = K / 4, r = live ? i / per_row : 0, c = live ? i % per_row : 0;
@@ -829,6 +905,11 @@ __global__ void q8_quant_kernel(const float *__restrict__ x, int64_t ldx, int64_
         } else {
 #pragma unroll
             for (int k = 0; k < 4; k++) v[k] = p[k];
+        }
+        if constexpr (GLU) { /* x is the gate, u the up projection (same layout) */
+            const float *pu = u + r * ldx + 4 * c;
+#pragma unroll
+            for (int k = 0; k < 4; k++) v[k] = q8_silu_mul(v[k], pu[k]);
         }
     }
     float m = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
@@ -865,6 +946,24 @@ extern "C" int ds_cu_quantize_q8(const float *x, int64_t ldx, int64_t K, int n, 
         q8_quant_kernel<true><<<grid, 256, 0, s>>>(x, ldx, K, total4, (uint8_t *)xq, xrs);
     else
         q8_quant_kernel<false><<<grid, 256, 0, s>>>(x, ldx, K, total4, (uint8_t *)xq, xrs);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+extern "C" int ds_cu_silu_quantize_q8(const float *g, const float *u, int64_t K, int n, void *xq, cudaStream_t s) {
+    if (n <= 0 || K <= 0) return 0;
+    if (K % 32 || ((uintptr_t)xq & 15) || ((uintptr_t)g & 3) || ((uintptr_t)u & 3)) {
+        fprintf(stderr, "cuda error %s:%d: silu_quantize_q8 needs K %% 32 == 0, 16-byte aligned xq\n", __FILE__,
+                __LINE__);
+        return (int)cudaErrorInvalidValue;
+    }
+    const int64_t total4 = (int64_t)n * K / 4;
+    const unsigned grid = (unsigned)((total4 + 255) / 256);
+    const size_t xrs = ds_cu_q8_row_bytes(K);
+    if ((uintptr_t)g % 16 == 0 && K % 4 == 0)
+        q8_quant_kernel<true, true><<<grid, 256, 0, s>>>(g, K, K, total4, (uint8_t *)xq, xrs, u);
+    else
+        q8_quant_kernel<false, true><<<grid, 256, 0, s>>>(g, K, K, total4, (uint8_t *)xq, xrs, u);
     DS_CU_TRY_LAUNCH();
     return 0;
 }
@@ -916,8 +1015,27 @@ extern "C" int ds_cu_gemv_q8_supported(int type, int64_t K, int64_t group_rows) 
     return e > 0 && K > 0 && K % e == 0 && K / e <= (1 << 30) && group_rows >= 0;
 }
 
-static int q8_dispatch(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg, bool host) {
-    if (p->M <= 0 || p->n <= 0) return 0;
+static int q8_dispatch(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg,
+                       const ds_cu_q8_experts *experts, bool host) {
+    q8_pairs ex = {};
+    if (experts) {
+        if (experts->n_pairs <= 0 || p->M <= 0) return 0;
+        const uintptr_t w2 = (uintptr_t)experts->w2;
+        if (!experts->ids || experts->x_div < 1 || p->group_rows != 0 || experts->expert_bytes % 2 || (w2 & 1) ||
+            (w2 && !experts->y2) || experts->expert_bytes < (size_t)p->M * p->row_bytes) {
+            fprintf(stderr, "cuda error %s:%d: gemv_q8 experts: need ids, x_div >= 1, no head groups, even "
+                            "expert_bytes >= M * row_bytes, and y2 with w2\n", __FILE__, __LINE__);
+            return (int)cudaErrorInvalidValue;
+        }
+        ex.ids = experts->ids;
+        ex.n_pairs = experts->n_pairs;
+        ex.x_div = experts->x_div;
+        ex.eb = experts->expert_bytes;
+        ex.w2 = (const uint8_t *)experts->w2;
+        ex.y2 = experts->y2;
+    } else if (p->M <= 0 || p->n <= 0) {
+        return 0;
+    }
     const int64_t span = p->group_rows > 0 ? ((p->M - 1) / p->group_rows) * p->group_stride + p->K : p->K;
     const int e = q8_unit_elems(p->type);
     if (!ds_cu_gemv_q8_supported(p->type, p->K, p->group_rows) || p->ldx % 32 || span > p->ldx ||
@@ -931,20 +1049,31 @@ static int q8_dispatch(const ds_cu_gemv_params *p, const void *xq, const ds_cu_g
                 (long long)p->group_stride, p->row_bytes);
         return (int)cudaErrorInvalidValue;
     }
+    const q8_pairs *pe = experts ? &ex : NULL;
     switch (p->type) {
-    case Q8T_Q8_0: return q8_gemv_type<Q8T_Q8_0>(p, xq, cfg, host);
-    case Q8T_Q2_K: return q8_gemv_type<Q8T_Q2_K>(p, xq, cfg, host);
-    case Q8T_Q3_K: return q8_gemv_type<Q8T_Q3_K>(p, xq, cfg, host);
-    case Q8T_Q4_K: return q8_gemv_type<Q8T_Q4_K>(p, xq, cfg, host);
-    case Q8T_Q5_K: return q8_gemv_type<Q8T_Q5_K>(p, xq, cfg, host);
-    default: return q8_gemv_type<Q8T_Q6_K>(p, xq, cfg, host);
+    case Q8T_Q8_0: return q8_gemv_type<Q8T_Q8_0>(p, xq, cfg, pe, host);
+    case Q8T_Q2_K: return q8_gemv_type<Q8T_Q2_K>(p, xq, cfg, pe, host);
+    case Q8T_Q3_K: return q8_gemv_type<Q8T_Q3_K>(p, xq, cfg, pe, host);
+    case Q8T_Q4_K: return q8_gemv_type<Q8T_Q4_K>(p, xq, cfg, pe, host);
+    case Q8T_Q5_K: return q8_gemv_type<Q8T_Q5_K>(p, xq, cfg, pe, host);
+    default: return q8_gemv_type<Q8T_Q6_K>(p, xq, cfg, pe, host);
     }
 }
 
 extern "C" int ds_cu_gemv_q8_ex(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg) {
-    return q8_dispatch(p, xq, cfg, false);
+    return q8_dispatch(p, xq, cfg, NULL, false);
 }
-extern "C" int ds_cu_gemv_q8(const ds_cu_gemv_params *p, const void *xq) { return q8_dispatch(p, xq, NULL, false); }
+extern "C" int ds_cu_gemv_q8(const ds_cu_gemv_params *p, const void *xq) {
+    return q8_dispatch(p, xq, NULL, NULL, false);
+}
 extern "C" int ds_cu_gemv_q8_host(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg) {
-    return q8_dispatch(p, xq, cfg, true);
+    return q8_dispatch(p, xq, cfg, NULL, true);
+}
+extern "C" int ds_cu_gemv_q8_experts(const ds_cu_gemv_params *p, const void *xq, const ds_cu_q8_experts *ex,
+                                     const ds_cu_gemv_q8_cfg *cfg) {
+    return ex ? q8_dispatch(p, xq, cfg, ex, false) : (int)cudaErrorInvalidValue;
+}
+extern "C" int ds_cu_gemv_q8_experts_host(const ds_cu_gemv_params *p, const void *xq, const ds_cu_q8_experts *ex,
+                                          const ds_cu_gemv_q8_cfg *cfg) {
+    return ex ? q8_dispatch(p, xq, cfg, ex, true) : (int)cudaErrorInvalidValue;
 }

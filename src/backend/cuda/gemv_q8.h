@@ -1,8 +1,9 @@
 /* gemv_q8.h: the decode GEMV on int8 activations — x rows quantized once
  * to q8 blocks (32 int8 + f32 scale d + f32 sum s), then y = W x with
  * __dp4a integer dot products and the weight block's scales applied once
- * per 16/32 weights. For 1..4 x rows per pass (any n, by passes). Not the
- * f32 GEMV (gemv.h), not prefill GEMM, not the MoE.
+ * per 16/32 weights. For 1..8 x rows per pass (any n, by passes), and an
+ * expert mode for the decode MoE. Not the f32 GEMV (gemv.h), not prefill
+ * GEMM.
  *
  * Quantized activation layout (what ds_cu_quantize_q8 writes, what
  * ds_cu_gemv_q8 reads), for n rows of Kq values (Kq % 32 == 0):
@@ -53,7 +54,7 @@ int ds_cu_gemv_q8_supported(int type, int64_t K, int64_t group_rows);
 int ds_cu_gemv_q8(const ds_cu_gemv_params *p, const void *xq);
 
 /* Launch choices, for benchmarks and tests (0 = the launcher's choice):
- * rows = weight rows per lane group (1, 2 or 4; 2 at most for 3-4 x rows;
+ * rows = weight rows per lane group (1, 2 or 4; 2 at most for 3-8 x rows;
  * reduced until it divides group_rows), stages = weight steps in shared
  * memory per warp (1..4: stages - 1 steps of loads in flight while one is
  * computed). */
@@ -63,12 +64,38 @@ typedef struct ds_cu_gemv_q8_cfg {
 } ds_cu_gemv_q8_cfg;
 int ds_cu_gemv_q8_ex(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg);
 
+/* Expert mode, for the decode MoE: n_pairs (row, slot) pairs, each its own
+ * expert's matrix and x row, all in one launch (device-side ids, so a
+ * decode step stays one graph). For each pair p with e = ids[p] >= 0:
+ *   y[p][m] (=|+=) W_e[m] . x[p / x_div], W_e = p->w + e * expert_bytes,
+ * and when w2 is set, in the same launch, y2[p][m] (=|+=) W2_e[m] . x[p / x_div]
+ * (gate and up: same type, K, M, row_bytes and expert_bytes). Pairs with
+ * e < 0 leave their y rows untouched. p->n and p->x are not read; p->ldx
+ * is the quantized row length as in ds_cu_gemv_q8; no head groups. */
+typedef struct ds_cu_q8_experts {
+    const int32_t *ids; /* [n_pairs] on the device (host pointer for the _host twin) */
+    int n_pairs;
+    int x_div;          /* pairs per x row: k for gate/up (a token's k pairs share its x), 1 for down */
+    size_t expert_bytes;
+    const void *w2;     /* NULL, or the second weight set */
+    float *y2;
+} ds_cu_q8_experts;
+int ds_cu_gemv_q8_experts(const ds_cu_gemv_params *p, const void *xq, const ds_cu_q8_experts *ex,
+                          const ds_cu_gemv_q8_cfg *cfg);
+
+/* xq (layout above, n rows of K) = q8(silu(g) * u), g and u [n][K] f32 on
+ * the device (the SwiGLU product as ds_cu_silu_mul computes it, then
+ * quantized as ds_cu_quantize_q8 does). */
+int ds_cu_silu_quantize_q8(const float *g, const float *u, int64_t K, int n, void *xq, cudaStream_t s);
+
 /* Test hooks, no GPU needed: the same computations on the CPU. quantize_host
  * writes bit for bit what ds_cu_quantize_q8 writes; gemv_q8_host runs the
  * kernel's per-lane code (index math, staging offsets, decoding, integer
  * dots) lane by lane, with p->w, p->y and xq host pointers. Slow. */
 void ds_cu_quantize_q8_host(const float *x, int64_t ldx, int64_t K, int n, void *xq);
 int ds_cu_gemv_q8_host(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg);
+int ds_cu_gemv_q8_experts_host(const ds_cu_gemv_params *p, const void *xq, const ds_cu_q8_experts *ex,
+                               const ds_cu_gemv_q8_cfg *cfg);
 
 #ifdef __cplusplus
 }

@@ -194,14 +194,17 @@ extern "C" int ds_cu_moe(const ds_cu_moe_params *p) {
     return 0;
 }
 
+/* slot_row names each (row, slot)'s output row of d; without it (NULL) the
+ * pair's own row r * k + j, used where ids[r * k + j] >= 0 */
 __global__ void moe_combine_kernel(const float *__restrict__ d, const int32_t *__restrict__ slot_row,
-                                   const float *__restrict__ weights, int k, int64_t E, float *out) {
+                                   const int32_t *__restrict__ ids, const float *__restrict__ weights, int k,
+                                   int64_t E, float *out) {
     const int r = blockIdx.y;
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= E) return;
     float tot = 0.f;
     for (int j = 0; j < k; j++) {
-        const int p = slot_row[r * k + j];
+        const int p = slot_row ? slot_row[r * k + j] : ids[r * k + j] >= 0 ? r * k + j : -1;
         if (p >= 0) tot += weights[r * k + j] * d[(size_t)p * E + i];
     }
     out[(size_t)r * E + i] += tot;
@@ -210,7 +213,17 @@ __global__ void moe_combine_kernel(const float *__restrict__ d, const int32_t *_
 extern "C" int ds_cu_moe_combine(const float *d, const int32_t *slot_row, const float *weights, int n, int k,
                                  int64_t E, float *out, cudaStream_t s) {
     if (n <= 0) return 0;
-    moe_combine_kernel<<<dim3((unsigned)((E + 255) / 256), (unsigned)n), 256, 0, s>>>(d, slot_row, weights, k, E, out);
+    moe_combine_kernel<<<dim3((unsigned)((E + 255) / 256), (unsigned)n), 256, 0, s>>>(d, slot_row, nullptr, weights,
+                                                                                     k, E, out);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+extern "C" int ds_cu_moe_combine_pairs(const float *d, const int32_t *ids, const float *weights, int n, int k,
+                                       int64_t E, float *out, cudaStream_t s) {
+    if (n <= 0) return 0;
+    moe_combine_kernel<<<dim3((unsigned)((E + 255) / 256), (unsigned)n), 256, 0, s>>>(d, nullptr, ids, weights, k,
+                                                                                     E, out);
     DS_CU_TRY_LAUNCH();
     return 0;
 }

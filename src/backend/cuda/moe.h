@@ -40,6 +40,12 @@ int ds_cu_moe(const ds_cu_moe_params *p);
 int ds_cu_moe_combine(const float *d, const int32_t *slot_row, const float *weights, int n, int k, int64_t E,
                       float *out, cudaStream_t s);
 
+/* The decode form (expert-mode GEMV, gemv_q8.h): d row r * k + j holds
+ * pair (r, j)'s expert output; out[r][i] += sum_j weights[r][j] * d[r*k+j][i]
+ * over j with ids[r][j] >= 0, in j order. ids on the device. */
+int ds_cu_moe_combine_pairs(const float *d, const int32_t *ids, const float *weights, int n, int k, int64_t E,
+                            float *out, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif
