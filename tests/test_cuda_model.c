@@ -53,7 +53,7 @@ static void check_file(const char *dir, const char *file, const char *ll_type) {
         float *tc_pinned = ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 1, ids, n, NULL, route, NULL);
         unsetenv("DSINFER_CUDA_MOE_Q8");
         /* int8 activations wherever the backend takes them for these rows (the
-         * decode MoE up to 16 rows, products up to 4): the CPU backend's scheme */
+         * decode MoE up to 16 rows, products up to 16): the CPU backend's scheme */
         ds_test_cuda_tc(17);
         float *q8_pinned = n <= 16 ? ds_test_prefill(m, "cuda", DS_TYPE_F16, 512, 1, ids, n, NULL, route, NULL) : NULL;
         ds_test_cuda_tc(1);

@@ -125,7 +125,7 @@ if has serve; then
   stage "serve on the GPU (ds10): batch-1 overhead vs raw decode, and 8 parallel streams"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   port=18080
-  "$BUILD/dsinfer" serve -m /tmp/ds10.gguf --device cuda -c 1024 -np 8 --port $port >/tmp/serve-gpu.log 2>&1 &
+  "$BUILD/dsinfer" serve -m /tmp/ds10.gguf --device cuda -c 1024 -np 8 --port $port --metrics >/tmp/serve-gpu.log 2>&1 &
   spid=$!
   python3 -c "
 import sys, time, urllib.request
@@ -141,6 +141,11 @@ else:
     echo "-- soak, concurrency $conc, 25 s, max_tokens 128, non-streamed"
     timeout 60 "$BUILD/dsinfer" soak --url "http://127.0.0.1:$port" --duration 25 --concurrency $conc --stream-ratio 0 \
       --max-tokens 128 --pid $spid --report "$OUTDIR/soak_c$conc.json" 2>&1 | tail -5
+    # the engine's own time on generated rows (forward calls only) against the
+    # tokens: what the loop around them (sampling, detokenizing, HTTP) adds
+    curl -s "http://127.0.0.1:$port/metrics" | grep -E '^dsinfer_(tokens_predicted|decode_steps)' |
+      awk '{v[$1]=$2} END {printf "engine: %d tokens, %.3f s of forward on generated rows, %d steps\n",
+        v["dsinfer_tokens_predicted_total"], v["dsinfer_tokens_predicted_seconds_total"], v["dsinfer_decode_steps_total"]}'
   done
   kill $spid; wait $spid 2>/dev/null
   tail -3 /tmp/serve-gpu.log
