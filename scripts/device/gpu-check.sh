@@ -143,9 +143,15 @@ else:
       --max-tokens 128 --pid $spid --report "$OUTDIR/soak_c$conc.json" 2>&1 | tail -5
     # the engine's own time on generated rows (forward calls only) against the
     # tokens: what the loop around them (sampling, detokenizing, HTTP) adds
-    curl -s "http://127.0.0.1:$port/metrics" | grep -E '^dsinfer_(tokens_predicted|decode_steps)' |
-      awk '{v[$1]=$2} END {printf "engine: %d tokens, %.3f s of forward on generated rows, %d steps\n",
-        v["dsinfer_tokens_predicted_total"], v["dsinfer_tokens_predicted_seconds_total"], v["dsinfer_decode_steps_total"]}'
+    # (python: the device image has no curl; counters are totals since the server started)
+    python3 -c "
+import urllib.request
+v = {}
+for l in urllib.request.urlopen('http://127.0.0.1:$port/metrics', timeout=5).read().decode().splitlines():
+    if l.startswith('dsinfer_') and ' ' in l: k, x = l.rsplit(' ', 1); v[k] = float(x)
+n, t = v.get('dsinfer_tokens_predicted_total', 0), v.get('dsinfer_tokens_predicted_seconds_total', 0)
+print('engine (totals so far): %d tokens, %.3f s of forward on generated rows, %d steps, %.1f tok/s of forward' %
+      (n, t, v.get('dsinfer_decode_steps_total', 0), n / t if t else 0))" || echo "metrics scrape failed"
   done
   kill $spid; wait $spid 2>/dev/null
   tail -3 /tmp/serve-gpu.log
