@@ -932,40 +932,34 @@ __global__ void q8_quant_kernel(const float *__restrict__ x, int64_t ldx, int64_
     }
 }
 
-extern "C" int ds_cu_quantize_q8(const float *x, int64_t ldx, int64_t K, int n, void *xq, cudaStream_t s) {
+/* Both quantize entry points: the float4 loads where x (the gate, for GLU)
+ * allows them. u: the up projection (GLU), same layout as x. */
+template <bool GLU>
+static int q8_quant_launch(const float *x, const float *u, int64_t ldx, int64_t K, int n, void *xq, cudaStream_t s,
+                           const char *what) {
     if (n <= 0 || K <= 0) return 0;
-    if (K % 32 || ldx < K || ((uintptr_t)xq & 15) || ((uintptr_t)x & 3)) {
-        fprintf(stderr, "cuda error %s:%d: quantize_q8 needs K %% 32 == 0, K <= ldx, 16-byte aligned xq\n", __FILE__,
-                __LINE__);
+    if (K % 32 || ldx < K || ((uintptr_t)xq & 15) || ((uintptr_t)x & 3) || ((uintptr_t)u & 3)) {
+        fprintf(stderr, "cuda error %s:%d: %s needs K %% 32 == 0, K <= ldx, 16-byte aligned xq\n", __FILE__,
+                __LINE__, what);
         return (int)cudaErrorInvalidValue;
     }
     const int64_t total4 = (int64_t)n * K / 4;
     const unsigned grid = (unsigned)((total4 + 255) / 256);
     const size_t xrs = ds_cu_q8_row_bytes(K);
     if ((uintptr_t)x % 16 == 0 && ldx % 4 == 0)
-        q8_quant_kernel<true><<<grid, 256, 0, s>>>(x, ldx, K, total4, (uint8_t *)xq, xrs);
+        q8_quant_kernel<true, GLU><<<grid, 256, 0, s>>>(x, ldx, K, total4, (uint8_t *)xq, xrs, u);
     else
-        q8_quant_kernel<false><<<grid, 256, 0, s>>>(x, ldx, K, total4, (uint8_t *)xq, xrs);
+        q8_quant_kernel<false, GLU><<<grid, 256, 0, s>>>(x, ldx, K, total4, (uint8_t *)xq, xrs, u);
     DS_CU_TRY_LAUNCH();
     return 0;
 }
 
+extern "C" int ds_cu_quantize_q8(const float *x, int64_t ldx, int64_t K, int n, void *xq, cudaStream_t s) {
+    return q8_quant_launch<false>(x, nullptr, ldx, K, n, xq, s, "quantize_q8");
+}
+
 extern "C" int ds_cu_silu_quantize_q8(const float *g, const float *u, int64_t K, int n, void *xq, cudaStream_t s) {
-    if (n <= 0 || K <= 0) return 0;
-    if (K % 32 || ((uintptr_t)xq & 15) || ((uintptr_t)g & 3) || ((uintptr_t)u & 3)) {
-        fprintf(stderr, "cuda error %s:%d: silu_quantize_q8 needs K %% 32 == 0, 16-byte aligned xq\n", __FILE__,
-                __LINE__);
-        return (int)cudaErrorInvalidValue;
-    }
-    const int64_t total4 = (int64_t)n * K / 4;
-    const unsigned grid = (unsigned)((total4 + 255) / 256);
-    const size_t xrs = ds_cu_q8_row_bytes(K);
-    if ((uintptr_t)g % 16 == 0 && K % 4 == 0)
-        q8_quant_kernel<true, true><<<grid, 256, 0, s>>>(g, K, K, total4, (uint8_t *)xq, xrs, u);
-    else
-        q8_quant_kernel<false, true><<<grid, 256, 0, s>>>(g, K, K, total4, (uint8_t *)xq, xrs, u);
-    DS_CU_TRY_LAUNCH();
-    return 0;
+    return q8_quant_launch<true>(g, u, K, K, n, xq, s, "silu_quantize_q8");
 }
 
 extern "C" void ds_cu_quantize_q8_host(const float *x, int64_t ldx, int64_t K, int n, void *xq) {
