@@ -10,7 +10,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 OUTDIR=${OUT:-$ROOT}
 LOG=$OUTDIR/gpu-check.log
-exec > >(tee -a "$LOG") 2>&1
+# tee -p: a reader that stops early (`| head`) must not kill the run (SIGPIPE)
+exec > >(tee -p -a "$LOG") 2>&1
 BUILD=${BUILD:-/tmp/build-gpu}
 STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile serve memcheck"}
 # not in the default list: decode (A/B of the decode paths on ds10, 1 and 8 streams)
@@ -125,7 +126,8 @@ if has serve; then
   stage "serve on the GPU (ds10): batch-1 overhead vs raw decode, and 8 parallel streams"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   port=18080
-  "$BUILD/dsinfer" serve -m /tmp/ds10.gguf --device cuda -c 1024 -np 8 --port $port --metrics >/tmp/serve-gpu.log 2>&1 &
+  DSINFER_SCHED_STATS=1 "$BUILD/dsinfer" serve -m /tmp/ds10.gguf --device cuda -c 1024 -np 8 --port $port --metrics \
+    >/tmp/serve-gpu.log 2>&1 &
   spid=$!
   python3 -c "
 import sys, time, urllib.request
@@ -154,7 +156,8 @@ print('engine (totals so far): %d tokens, %.3f s of forward on generated rows, %
       (n, t, v.get('dsinfer_decode_steps_total', 0), n / t if t else 0))" || echo "metrics scrape failed"
   done
   kill $spid; wait $spid 2>/dev/null
-  tail -3 /tmp/serve-gpu.log
+  grep -E "engine loop" /tmp/serve-gpu.log # DSINFER_SCHED_STATS: the loop's time by part, both soaks together
+  tail -2 /tmp/serve-gpu.log
   echo "-- raw decode on the same file (cuda_bench: pp16, tg128, 3 reps)"
   timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 2>&1 | grep -v '^loaded'
 fi

@@ -49,6 +49,11 @@ struct ds_sched {
     ds_logprob *lp_top;
     uint64_t n_steps;
     ds_sched_stats st;
+    /* DSINFER_SCHED_STATS=1: where the engine loop's time goes, printed at
+     * exit (engine thread only; seconds summed over the steps that ran) */
+    bool prof;
+    uint64_t prof_steps;
+    double prof_head, prof_build, prof_decode, prof_sample, prof_token, prof_iter;
 };
 
 const char *ds_finish_name(ds_finish f) {
@@ -400,6 +405,7 @@ static void fail_batch(ds_sched *s, ds_status st, const char *msg) {
 static void step(ds_sched *s) {
     int n = 0, n_out = 0, n_prompt_rows = 0;
     double now = ds_time_s();
+    const double t_build = now;
     /* decoding slots first: one row each keeps their latency steady while
      * long prompts are chunked in behind them */
     for (int i = 0; i < s->p.n_slots; i++) {
@@ -450,6 +456,11 @@ static void step(ds_sched *s) {
     double t0 = ds_time_s();
     ds_status st = ds_ctx_decode(s->c, &b, s->logits, &err);
     double dt = ds_time_s() - t0;
+    if (s->prof) {
+        s->prof_steps++;
+        s->prof_build += t0 - t_build;
+        s->prof_decode += dt;
+    }
     s->n_steps++;
     atomic_fetch_add_explicit(&s->st.steps, 1, memory_order_relaxed);
     if (st) {
@@ -474,14 +485,32 @@ static void step(ds_sched *s) {
         }
         if (sl->out_row < 0) continue;
         const float *row = s->logits + (size_t)sl->out_row * s->n_vocab;
+        const double ts = s->prof ? ds_time_s() : 0;
         int32_t id = ds_sampler_sample(sl->job->smp, row);
+        const double tt = s->prof ? ds_time_s() : 0;
         on_token(s, sl, row, id);
+        if (s->prof) {
+            s->prof_sample += tt - ts;
+            s->prof_token += ds_time_s() - tt;
+        }
     }
+}
+
+static void prof_print(const ds_sched *s) {
+    if (!s->prof || !s->prof_steps) return;
+    const double k = 1e6 / (double)s->prof_steps;
+    ds_log(DS_LOG_INFO,
+            "serve: engine loop, %llu steps, us per step: %.1f in all = %.1f lock/admit/publish + %.1f batch build + "
+            "%.1f forward + %.1f sampling + %.1f token handling + %.1f other",
+            (unsigned long long)s->prof_steps, s->prof_iter * k, s->prof_head * k, s->prof_build * k,
+            s->prof_decode * k, s->prof_sample * k, s->prof_token * k,
+            (s->prof_iter - s->prof_head - s->prof_build - s->prof_decode - s->prof_sample - s->prof_token) * k);
 }
 
 static void *engine_main(void *arg) {
     ds_sched *s = arg;
     for (;;) {
+        const double t_iter = s->prof ? ds_time_s() : 0;
         pthread_mutex_lock(&s->mu);
         if (s->cancel_all || s->stopping) {
             for (ds_job *j = s->q_head; j; j = j->next) atomic_store(&j->cancel, true);
@@ -507,8 +536,15 @@ static void *engine_main(void *arg) {
             continue;
         }
         pthread_mutex_unlock(&s->mu);
+        const double t_step = s->prof ? ds_time_s() : 0;
+        const uint64_t before = s->prof_steps;
         step(s);
+        if (s->prof && s->prof_steps != before) { /* a forward ran: count the whole iteration */
+            s->prof_head += t_step - t_iter;
+            s->prof_iter += ds_time_s() - t_iter;
+        }
     }
+    prof_print(s);
     return NULL;
 }
 
@@ -552,6 +588,8 @@ ds_status ds_sched_create(ds_ctx *c, const ds_tokenizer *tok, const ds_sched_par
         if ((st = ds_detok_create(tok, false, &s->slots[i].detok, err))) goto fail;
     }
     publish(s);
+    const char *ps = getenv("DSINFER_SCHED_STATS");
+    s->prof = ps && ps[0] == '1';
     if (pthread_create(&s->th, NULL, engine_main, s)) {
         st = ds_error_set(err, DS_ERR_INTERNAL, "cannot start the engine thread");
         goto fail;
