@@ -535,7 +535,9 @@ static void test_api_key(void) {
     snprintf(keypath, sizeof keypath, "%s", keyfile);
     const char *args[] = { "-c", "512", "-np", "2", "-t", "1", "--api-key", "sekret", "--api-key-file", keypath,
                            "--api-key", "other", "--alias", "tiny-test", NULL };
+    setenv("DSINFER_SCHED_STATS", "1", 1); /* also checks the engine loop's timing line (docs/api.md) */
     pid_t pid = ds_test_server_start(g_model, port, args, "serve_key.log");
+    unsetenv("DSINFER_SCHED_STATS");
     CHECK(pid > 0, "key server started");
     if (pid <= 0) return;
     ds_http_resp r;
@@ -563,6 +565,19 @@ static void test_api_key(void) {
     CHECK(st == 401, "/slots needs the key: %d", st);
     ds_http_resp_free(&r);
     CHECK(ds_test_server_stop(pid) == 0, "key server exits 0");
+    /* two completions of 2 tokens ran: at least 2 forward steps, each part timed */
+    FILE *lf = fopen(ds_test_tmp("serve_key.log"), "r");
+    char line[1024];
+    unsigned long long steps = 0;
+    double all = -1, fwd = -1;
+    while (lf && fgets(line, sizeof line, lf)) {
+        const char *p = strstr(line, "serve: engine loop, ");
+        if (p) sscanf(p, "serve: engine loop, %llu steps, us per step: %lf in all = %*f lock/admit/publish + %*f "
+                         "batch build + %lf forward", &steps, &all, &fwd);
+    }
+    if (lf) fclose(lf);
+    CHECK(steps >= 2 && fwd > 0 && all >= fwd, "DSINFER_SCHED_STATS line: %llu steps, %.1f us in all, %.1f forward",
+          steps, all, fwd);
 }
 
 /* SIGTERM while a request runs: it completes, the process exits 0. */
