@@ -352,7 +352,7 @@ static void test_awkward(void) {
  * 512 apart) for every K-quant, and head sizes of 6 and 3 rows (R must
  * drop to 2 and 1), slices 288 apart (not a multiple of 128 elements). */
 static void test_grouped(void) {
-    for (int n = 1; n <= 6; n++) { /* 5 and 6: a second pass */
+    for (int n = 1; n <= 9; n += n < 6 ? 1 : 3) { /* 1-6, then 9: the 8-row kernel per head, and a second pass */
         q8_case kb = { .t = DS_TYPE_Q8_0, .K = 128, .M = 3 * 512, .n = n, .group_rows = 512, .group_stride = 192,
                        .ldx = 3 * 192, .raw = n % 2, .host = true, .all_cfg = n == 1, .seed = 7000 + n };
         run_case(&kb);
