@@ -45,6 +45,7 @@ DS_INLINE void ds_q2_K_rows(int n, float *s, const void *w, const void *a, size_
     for (int r = 0; r < nr; r++) { y[r] = ds_row_at(a, as, r); acc[r] = _mm256_setzero_ps(); }
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int b = 0; b < n / QK_K; b++) {
+        if (nr == 1) ds_prefetch_ahead(&x[b], (int)sizeof x[b]);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[b].scales);
         const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0x0F)));
         const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0F)));
@@ -140,6 +141,7 @@ DS_INLINE void ds_q45_K_rows(int n, float *s, const void *w, const void *a, size
     /* mins (bytes 8..15) each repeated for its pair of bsums */
     const __m128i dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     for (int b = 0; b < n / QK_K; b++) {
+        if (nr == 1) ds_prefetch_ahead(x + (size_t)b * bb, (int)bb);
         const uint8_t *blk = x + (size_t)b * bb;
         const block_q4_K *x4 = (const block_q4_K *)blk; /* d, dmin, scales: same place in both */
         const uint8_t *qs = five ? ((const block_q5_K *)blk)->qs : x4->qs;
@@ -190,6 +192,7 @@ DS_INLINE void ds_q6_K_rows(int n, float *s, const void *w, const void *a, size_
     for (int r = 0; r < nr; r++) { y[r] = ds_row_at(a, as, r); acc[r] = _mm256_setzero_ps(); }
     const __m256i m15 = _mm256_set1_epi8(0x0F), m48 = _mm256_set1_epi8(0x30);
     for (int b = 0; b < n / QK_K; b++) {
+        if (nr == 1) ds_prefetch_ahead(&x[b], (int)sizeof x[b]);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
         __m256i isum[4];
         DS_UNROLL
@@ -240,6 +243,7 @@ DS_INLINE void ds_iq4_xs_rows(int n, float *s, const void *w, const void *a, siz
     const __m256i m15 = _mm256_set1_epi8(0x0F);
     const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ds_iq4nl_values));
     for (int b = 0; b < n / QK_K; b++) {
+        if (nr == 1) ds_prefetch_ahead(&x[b], (int)sizeof x[b]);
         const __m128i sc8 = _mm_cvtsi64_si128((long long)ds_dot_iq4_xs_scales(x[b].scales_l, x[b].scales_h));
         const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
         __m256i isum[4];
