@@ -41,11 +41,11 @@ void ds_cuda_scratch_elems(const ds_hparams *hp, int rows, int64_t n[DS_CS_COUNT
      * blocks of 64 heads, each an output row per head plus its max and sum
      * (a GPU that wants more splits gets fewer: mla_tc.h) */
     n[DS_CS_MLA_WORK] = (int64_t)DS_CU_MLA_SPLIT_BLOCKS * 64 * (hp->kv_lora + 2);
-    /* int8 activations of the decode GEMV (DS_CU_Q8_SCRATCH_ROWS rows of the
-     * widest x, or the decode MoE's 16 x k pair rows of F): per 32 values 32
-     * bytes + 8 bytes of scale and sum, rows padded to 16 bytes */
+    /* int8 activations of the decode GEMV (DS_CU_Q8_MAX_ROWS rows of the
+     * widest x, or the decode MoE's DS_CU_Q8_MAX_ROWS x k pair rows of F): per
+     * 32 values 32 bytes + 8 bytes of scale and sum, rows padded to 16 bytes */
     const int64_t q8row = ((ldx / 32) * 40 + 15) & ~(int64_t)15, q8row_f = ((F / 32) * 40 + 15) & ~(int64_t)15;
-    n[DS_CS_XQ] = (max64(DS_CU_Q8_SCRATCH_ROWS * q8row, 16 * k * q8row_f) + 3) / 4;
+    n[DS_CS_XQ] = (max64(DS_CU_Q8_MAX_ROWS * q8row, DS_CU_Q8_MAX_ROWS * k * q8row_f) + 3) / 4;
 }
 
 uint64_t ds_cuda_scratch_bytes(const ds_hparams *hp, int max_rows) {

@@ -12,11 +12,10 @@
 /* decode products of up to this many rows take the int8 GEMV (gemv_q8.h:
  * a pass per 8 rows; on an H200, ds10 with 8 streams: 631.7 tok/s against
  * 496.2 with the f32 GEMV's 16-row passes from 5 rows, pp16 703 against
- * 590 at 16 rows); DSINFER_Q8_MAX_ROWS lowers it (at most
- * DS_CU_Q8_SCRATCH_ROWS, the rows its scratch holds). The decode MoE's
- * pairs (16 rows x k) fit there too. */
+ * 590 at 16 rows), and so does the decode MoE of up to this many rows;
+ * its scratch holds this many rows (the MoE's: times k). DSINFER_Q8_MAX_ROWS
+ * lowers it for the products. */
 #define DS_CU_Q8_MAX_ROWS 16
-#define DS_CU_Q8_SCRATCH_ROWS 16
 #define DS_CU_MLA_SPLIT_BLOCKS 256 /* split-KV blocks the MLA workspace holds */
 #define DS_CU_STREAM_ROWS 32 /* LM-head rows per pass (logits scratch [LM_CHUNK][n_vocab]) */
 

@@ -141,8 +141,8 @@ DS_INLINE void ds_q45_K_rows(int n, float *s, const void *w, const void *a, size
     /* mins (bytes 8..15) each repeated for its pair of bsums */
     const __m128i dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     for (int b = 0; b < n / QK_K; b++) {
-        if (nr == 1) ds_prefetch_ahead(x + (size_t)b * bb, (int)bb);
         const uint8_t *blk = x + (size_t)b * bb;
+        if (nr == 1) ds_prefetch_ahead(blk, (int)bb);
         const block_q4_K *x4 = (const block_q4_K *)blk; /* d, dmin, scales: same place in both */
         const uint8_t *qs = five ? ((const block_q5_K *)blk)->qs : x4->qs;
         const __m128i scm = ds_k4_scales_mins(x4->scales);

@@ -412,7 +412,7 @@ static int dev_route(cu_impl *C, int il, int n, const float *y, const int32_t *f
  * SwiGLU fused into quantizing the down input; down per pair; the weighted
  * sum in slot order. 5 launches, all graph-capturable (ids stay on the device). */
 static bool moe_q8_usable(const cu_impl *C, const ds_cu_moe_params *p) {
-    return C->moe_q8 && p->n <= GRAPH_MAX_ROWS && p->gate.type == p->up.type &&
+    return C->moe_q8 && p->n <= DS_CU_Q8_MAX_ROWS && p->gate.type == p->up.type &&
            p->gate.expert_bytes == p->up.expert_bytes && p->gate.row_bytes == p->up.row_bytes && p->E % 32 == 0 &&
            p->F % 32 == 0 && ds_cu_gemv_q8_supported(p->gate.type, p->E, 0) &&
            ds_cu_gemv_q8_supported(p->down.type, p->F, 0);
@@ -888,10 +888,11 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     /* the decode MoE on them too (DSINFER_CUDA_MOE_Q8=0: the f32 kernels of moe.cu) */
     const char *mq = getenv("DSINFER_CUDA_MOE_Q8");
     C->moe_q8 = C->gemv_q8 && !(mq && mq[0] == '0');
-    /* products of up to this many rows on the int8 GEMV (passes of 4; beyond, the f32 GEMV's passes of 16) */
+    /* products of up to this many rows on the int8 GEMV (passes of 8; beyond, the f32 GEMV's passes of 16);
+     * the scratch holds DS_CU_Q8_MAX_ROWS */
     const char *qr = getenv("DSINFER_Q8_MAX_ROWS");
     C->q8_max_rows = qr ? atoi(qr) : DS_CU_Q8_MAX_ROWS;
-    if (C->q8_max_rows > DS_CU_Q8_SCRATCH_ROWS) C->q8_max_rows = DS_CU_Q8_SCRATCH_ROWS;
+    if (C->q8_max_rows > DS_CU_Q8_MAX_ROWS) C->q8_max_rows = DS_CU_Q8_MAX_ROWS;
     const char *mt = getenv("DSINFER_CUDA_MLA_TC");
     C->mla_tc = !(mt && mt[0] == '0');
     const char *pf = getenv("DSINFER_CUDA_PROFILE");

@@ -480,21 +480,11 @@ struct q8_args {
     int str;              /* stage bytes per weight row per slot (a multiple of 16) */
 };
 
-/* Expert mode (ids != NULL): blockIdx.y is a pair p (p - n_pairs in the
- * second set w2/y2); its matrix is expert ids[p] (eb bytes apart), its x
- * row p / x_div, its y row p; pairs of id < 0 return at once. A separate
- * argument: the plain kernels never touch it. */
-struct q8_pairs {
-    const int32_t *ids;
-    int n_pairs, x_div;
-    size_t eb;
-    const uint8_t *w2;
-    float *y2;
-};
-
-/* Points a at block row `by`'s pair; false for an unused pair (no work, y
- * untouched). */
-Q8_HD bool q8_bind_pair(q8_args &a, const q8_pairs &x, int by) {
+/* Expert mode (ds_cu_q8_experts, gemv_q8.h; ids != NULL): blockIdx.y is
+ * a pair p (p - n_pairs in the second set w2/y2); its matrix is expert
+ * ids[p], its x row p / x_div, its y row p; pairs of id < 0 return at
+ * once. A kernel argument of its own: the plain kernels never touch it. */
+Q8_HD bool q8_bind_pair(q8_args &a, const ds_cu_q8_experts &x, int by) {
     const bool second = by >= x.n_pairs;
     const int p = second ? by - x.n_pairs : by;
 #ifdef __CUDA_ARCH__
@@ -503,7 +493,7 @@ Q8_HD bool q8_bind_pair(q8_args &a, const q8_pairs &x, int by) {
     const int e = x.ids[p];
 #endif
     if (e < 0) return false;
-    a.w = (second ? x.w2 : a.w) + (size_t)e * x.eb;
+    a.w = (second ? (const uint8_t *)x.w2 : a.w) + (size_t)e * x.expert_bytes;
     a.wend = a.w + (size_t)a.M * a.rb;
     a.xq += (size_t)(p / x.x_div) * a.xrs;
     a.y = (second ? x.y2 : a.y) + (size_t)p * a.ldy;
@@ -681,7 +671,7 @@ __device__ __forceinline__ void q8_gemv_body(const q8_args &a) {
  * costs registers (8 bytes of q3_K spills at R 4 when every kernel had it). */
 template <int T, int NR, int R, int AL, bool EX>
 __global__ void __launch_bounds__(Q8_WARPS * 32, NR > 2 ? 1 : 0)
-q8_gemv_kernel(const q8_args a0, const q8_pairs px) {
+q8_gemv_kernel(const q8_args a0, const ds_cu_q8_experts px) {
     if constexpr (EX) {
         q8_args a = a0;
         if (q8_bind_pair(a, px, (int)blockIdx.y)) q8_gemv_body<T, NR, R, AL>(a);
@@ -694,7 +684,7 @@ q8_gemv_kernel(const q8_args a0, const q8_pairs px) {
  * slots; copies land at once, so a slot refilled too early shows up as
  * wrong sums. */
 template <int T, int NR, int R, int AL>
-static void q8_emulate(const q8_args &a0, const q8_pairs &px, int64_t blocks, int grid_y) {
+static void q8_emulate(const q8_args &a0, const ds_cu_q8_experts &px, int64_t blocks, int grid_y) {
     const size_t slot = (size_t)(32 / a0.lg) * R * a0.str, bytes = slot * a0.stages;
     uint8_t *ws = (uint8_t *)aligned_alloc(16, bytes);
     memset(ws, 0xA5, bytes); /* garbage, as shared memory starts */
@@ -751,7 +741,7 @@ static int q8_lanes(int64_t nunits, int lps) {
  * flight (latency x bandwidth per SM), 2..4, never more than the steps.
  * AL: the alignment every unit start has in the stage. */
 template <int T>
-static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cfg, int NR, const q8_pairs *ex,
+static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cfg, int NR, const ds_cu_q8_experts *ex,
                          q8_plan *pl) {
     using W = q8t<T>;
     pl->grid_y = ex && ex->ids ? ex->n_pairs * (ex->w2 ? 2 : 1) : 1;
@@ -776,7 +766,7 @@ static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cf
     while (S > 1 && (size_t)Q8_WARPS * S * G * R * pl->str > 160 * 1024) S--; /* leave room for 1+ blocks per SM */
     pl->S = S;
     /* every matrix start counts: expert steps and the second set too */
-    const uintptr_t wa = (uintptr_t)p->w | (ex && ex->ids ? (uintptr_t)ex->eb | (uintptr_t)ex->w2 : 0);
+    const uintptr_t wa = (uintptr_t)p->w | (ex && ex->ids ? (uintptr_t)ex->expert_bytes | (uintptr_t)ex->w2 : 0);
     pl->AL = 2;
     if ((T == Q8T_Q4_K || T == Q8T_Q5_K) && wa % 16 == 0 && p->row_bytes % 16 == 0) pl->AL = 16;
     if (T == Q8T_Q2_K && wa % 4 == 0 && p->row_bytes % 4 == 0) pl->AL = 4;
@@ -786,7 +776,7 @@ static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cf
 }
 
 template <int T, int NR, int R, int AL, bool EX>
-static int q8_launch(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaStream_t s) {
+static int q8_launch(const q8_args &a, const ds_cu_q8_experts &px, const q8_plan &pl, cudaStream_t s) {
     if (pl.smem > 48 * 1024)
         DS_CU_TRY(cudaFuncSetAttribute(q8_gemv_kernel<T, NR, R, AL, EX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)pl.smem));
@@ -797,7 +787,7 @@ static int q8_launch(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cu
 }
 
 template <int T, int NR, int R, int AL>
-static int q8_run(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaStream_t s, bool host) {
+static int q8_run(const q8_args &a, const ds_cu_q8_experts &px, const q8_plan &pl, cudaStream_t s, bool host) {
     if (host) {
         q8_emulate<T, NR, R, AL>(a, px, pl.blocks, pl.grid_y);
         return 0;
@@ -808,7 +798,7 @@ static int q8_run(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaS
     return q8_launch<T, NR, R, AL, false>(a, px, pl, s);
 }
 template <int T, int NR, int AL>
-static int q8_run_r(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaStream_t s, bool host) {
+static int q8_run_r(const q8_args &a, const ds_cu_q8_experts &px, const q8_plan &pl, cudaStream_t s, bool host) {
     if constexpr (NR <= 2) {
         if (pl.R == 4) return q8_run<T, NR, 4, AL>(a, px, pl, s, host);
     }
@@ -816,7 +806,7 @@ static int q8_run_r(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cud
     return q8_run<T, NR, 1, AL>(a, px, pl, s, host);
 }
 template <int T, int NR>
-static int q8_run_al(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cudaStream_t s, bool host) {
+static int q8_run_al(const q8_args &a, const ds_cu_q8_experts &px, const q8_plan &pl, cudaStream_t s, bool host) {
     if constexpr (T == Q8T_Q4_K || T == Q8T_Q5_K) {
         if (pl.AL == 16) return q8_run_r<T, NR, 16>(a, px, pl, s, host);
     }
@@ -829,8 +819,8 @@ static int q8_run_al(const q8_args &a, const q8_pairs &px, const q8_plan &pl, cu
 /* passes of up to 8 x rows (one pass reads the weights once; 5-8 rows on
  * the 8-row kernel); expert mode (ex->ids): one pass of one x row per pair */
 template <int T>
-static int q8_gemv_type(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg, const q8_pairs *ex,
-                        bool host) {
+static int q8_gemv_type(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg,
+                        const ds_cu_q8_experts *ex, bool host) {
     const size_t xrs = ds_cu_q8_row_bytes(p->ldx);
     const bool experts = ex && ex->ids;
     for (int r0 = 0; r0 < (experts ? 1 : p->n); r0 += 8) {
@@ -839,7 +829,7 @@ static int q8_gemv_type(const ds_cu_gemv_params *p, const void *xq, const ds_cu_
         q8_plan pl;
         q8_make_plan<T>(p, cfg, NR, ex, &pl);
         q8_args a;
-        const q8_pairs px = experts ? *ex : q8_pairs{};
+        const ds_cu_q8_experts px = experts ? *ex : ds_cu_q8_experts{};
         a.w = (const uint8_t *)p->w;
         a.wend = a.w + (size_t)p->M * p->row_bytes;
         a.rb = p->row_bytes;
@@ -885,11 +875,12 @@ Q8_HD int q8_round(float v) {
     return q > 127 ? 127 : q < -127 ? -127 : q;
 }
 
-/* 8 threads per 32-block, 4 values each (one float4 when VEC: x 16-byte
- * aligned, ldx % 4 == 0); every thread runs the shuffles, also past the end */
 /* silu(g) * u as ref's silu_d and ds_cu_silu_mul compute it, in f32 */
 Q8_HD float q8_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
+/* 8 threads per 32-block, 4 values each (one float4 when VEC: x 16-byte
+ * aligned, ldx % 4 == 0); every thread runs the shuffles, also past the end.
+ * GLU: the values are silu(x) * u (x the gate, u the up projection). */
 template <bool VEC, bool GLU = false>
 __global__ void q8_quant_kernel(const float *__restrict__ x, int64_t ldx, int64_t K, int64_t total4,
                                 uint8_t *__restrict__ xq, size_t xrs, const float *__restrict__ u = nullptr) {
@@ -1011,7 +1002,6 @@ extern "C" int ds_cu_gemv_q8_supported(int type, int64_t K, int64_t group_rows) 
 
 static int q8_dispatch(const ds_cu_gemv_params *p, const void *xq, const ds_cu_gemv_q8_cfg *cfg,
                        const ds_cu_q8_experts *experts, bool host) {
-    q8_pairs ex = {};
     if (experts) {
         if (experts->n_pairs <= 0 || p->M <= 0) return 0;
         const uintptr_t w2 = (uintptr_t)experts->w2;
@@ -1021,12 +1011,6 @@ static int q8_dispatch(const ds_cu_gemv_params *p, const void *xq, const ds_cu_g
                             "expert_bytes >= M * row_bytes, and y2 with w2\n", __FILE__, __LINE__);
             return (int)cudaErrorInvalidValue;
         }
-        ex.ids = experts->ids;
-        ex.n_pairs = experts->n_pairs;
-        ex.x_div = experts->x_div;
-        ex.eb = experts->expert_bytes;
-        ex.w2 = (const uint8_t *)experts->w2;
-        ex.y2 = experts->y2;
     } else if (p->M <= 0 || p->n <= 0) {
         return 0;
     }
@@ -1043,14 +1027,13 @@ static int q8_dispatch(const ds_cu_gemv_params *p, const void *xq, const ds_cu_g
                 (long long)p->group_stride, p->row_bytes);
         return (int)cudaErrorInvalidValue;
     }
-    const q8_pairs *pe = experts ? &ex : NULL;
     switch (p->type) {
-    case Q8T_Q8_0: return q8_gemv_type<Q8T_Q8_0>(p, xq, cfg, pe, host);
-    case Q8T_Q2_K: return q8_gemv_type<Q8T_Q2_K>(p, xq, cfg, pe, host);
-    case Q8T_Q3_K: return q8_gemv_type<Q8T_Q3_K>(p, xq, cfg, pe, host);
-    case Q8T_Q4_K: return q8_gemv_type<Q8T_Q4_K>(p, xq, cfg, pe, host);
-    case Q8T_Q5_K: return q8_gemv_type<Q8T_Q5_K>(p, xq, cfg, pe, host);
-    default: return q8_gemv_type<Q8T_Q6_K>(p, xq, cfg, pe, host);
+    case Q8T_Q8_0: return q8_gemv_type<Q8T_Q8_0>(p, xq, cfg, experts, host);
+    case Q8T_Q2_K: return q8_gemv_type<Q8T_Q2_K>(p, xq, cfg, experts, host);
+    case Q8T_Q3_K: return q8_gemv_type<Q8T_Q3_K>(p, xq, cfg, experts, host);
+    case Q8T_Q4_K: return q8_gemv_type<Q8T_Q4_K>(p, xq, cfg, experts, host);
+    case Q8T_Q5_K: return q8_gemv_type<Q8T_Q5_K>(p, xq, cfg, experts, host);
+    default: return q8_gemv_type<Q8T_Q6_K>(p, xq, cfg, experts, host);
     }
 }
 
