@@ -8,6 +8,7 @@
 #include "cases.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/rowops.h"
 #include "model/synth.h"
 
 #include <cuda_runtime_api.h>
@@ -255,11 +256,64 @@ static void check_model(ds_synth_mix mix, bool legacy) {
     ds_model_free(m);
 }
 
+/* The row argmax kernel against ds_argmax_f32 on crafted rows: ties within
+ * one thread's stride and across threads, NaN at 0 and elsewhere, rows of
+ * -inf, a row length that is no multiple of the block. Exact. */
+static void check_argmax_kernel(void) {
+    const int64_t dims[] = { 1, 37, 5000, 129280 };
+    enum { ROWS = 7 };
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+        const int64_t D = dims[di];
+        float *h = malloc((size_t)ROWS * D * sizeof *h);
+        uint64_t st = 99 + di;
+        for (int64_t i = 0; i < ROWS * D; i++) h[i] = ds_test_randf(&st);
+        float *r = h;
+        r[D / 2] = 5.0f; /* row 0: one maximum */
+        r = h + D; /* row 1: ties across threads and within a thread's stride */
+        r[D - 1] = 6.0f;
+        if (D > 1003) r[1003] = 6.0f;
+        if (D > 1029) r[5] = r[5 + 1024] = 6.0f;
+        r = h + 2 * D; /* row 2: NaN at 0 wins whatever follows */
+        r[0] = NAN;
+        r[D - 1] = 9.0f;
+        r = h + 3 * D; /* row 3: all -inf */
+        for (int64_t i = 0; i < D; i++) r[i] = -INFINITY;
+        r = h + 4 * D; /* row 4: NaNs sprinkled, the maximum last */
+        for (int64_t i = 1; i < D; i += 7) r[i] = NAN;
+        r[D - 1] = 3.0f;
+        r = h + 5 * D; /* row 5: -inf at 0, NaN after: id 0 */
+        r[0] = -INFINITY;
+        for (int64_t i = 1; i < D; i++) r[i] = NAN;
+        r = h + 6 * D; /* row 6: -inf everywhere but one -inf-beating value late */
+        for (int64_t i = 0; i < D; i++) r[i] = -INFINITY;
+        r[D - 1] = -1e30f;
+        float *d = NULL;
+        int32_t *dout = NULL, out[ROWS];
+        bool ok = cudaMalloc((void **)&d, (size_t)ROWS * D * sizeof *d) == cudaSuccess &&
+                  cudaMalloc((void **)&dout, ROWS * sizeof *dout) == cudaSuccess &&
+                  cudaMemcpy(d, h, (size_t)ROWS * D * sizeof *d, cudaMemcpyHostToDevice) == cudaSuccess &&
+                  ds_cu_argmax_rows(d, ROWS, D, dout, 0) == 0 &&
+                  cudaMemcpy(out, dout, sizeof out, cudaMemcpyDeviceToHost) == cudaSuccess;
+        CHECK(ok, "argmax kernel D %lld runs", (long long)D);
+        int agree = 0;
+        for (int i = 0; ok && i < ROWS; i++) {
+            const int32_t want = ds_argmax_f32(h + (size_t)i * D, (size_t)D);
+            agree += out[i] == want;
+            CHECK(out[i] == want, "argmax D %lld row %d: kernel %d, host %d", (long long)D, i, out[i], want);
+        }
+        printf("argmax kernel D %6lld: %d/%d rows equal ds_argmax_f32\n", (long long)D, agree, ROWS);
+        cudaFree(d);
+        cudaFree(dout);
+        free(h);
+    }
+}
+
 int main(void) {
     if (ds_cuda_device_count() < 1) {
         printf("skipped: no CUDA device\n");
         return 77;
     }
+    check_argmax_kernel();
     test_gemv_all();
     check_model(DS_SYNTH_Q3_K_M, false);
     if (getenv("DS_CUDA_TEST_QUICK")) return ds_test_finish("test_cuda_blocks");

@@ -150,6 +150,69 @@ static void check_file(const char *dir, const char *file, const char *ll_type) {
     ds_model_free(m);
 }
 
+/* ds_batch.best on the GPU: the argmax kernel's ids equal ds_argmax_f32 of
+ * the logits the same call returns, and the same ids come back when the
+ * caller takes no logits (only ids cross the bus). A prefill with every row
+ * wanted (the LM head's chunks past the first 16 rows), then decode steps
+ * (the captured graph with the argmax inside). Exact: the same floats. */
+static void check_best_ids(const char *dir, const char *file) {
+    char path[256], cases_path[256];
+    snprintf(path, sizeof path, "models/%s/%s", dir, file);
+    snprintf(cases_path, sizeof cases_path, "models/%s/cases.json", dir);
+    ds_model *m = ds_test_load_model(path);
+    if (!m) return;
+    int32_t ids[512];
+    const int n = ds_test_case_tokens(ds_test_data(cases_path), "long", ids, 512);
+    CHECK(n > 16, "long case has %d tokens", n);
+    const size_t V = (size_t)m->hp.n_vocab;
+    ds_ctx_params p;
+    ds_ctx_params_default(&p);
+    p.device = "cuda";
+    p.n_ctx = n;
+    ds_ctx *c;
+    ds_error err = { 0 };
+    float *lg = malloc((size_t)n * V * sizeof *lg);
+    int32_t *b1 = malloc((size_t)n * sizeof *b1), *b2 = malloc((size_t)n * sizeof *b2), pos[512], seq[512] = { 0 };
+    for (int i = 0; i < n; i++) pos[i] = i;
+    if (n <= 16 || !lg || !b1 || !b2 || ds_ctx_create(m, &p, &c, &err)) {
+        CHECK(0, "best ids setup: %s", err.msg);
+        free(lg); free(b1); free(b2);
+        ds_model_free(m);
+        return;
+    }
+    ds_batch b = { n, ids, pos, seq, NULL, b1 };
+    CHECK(ds_ctx_decode(c, &b, lg, &err) == DS_OK, "prefill with best: %s", err.msg);
+    int agree = 0, same = 0;
+    for (int i = 0; i < n; i++) agree += b1[i] == ds_argmax_f32(lg + (size_t)i * V, V);
+    ds_ctx_seq_truncate(c, 0, 0);
+    b.best = b2;
+    CHECK(ds_ctx_decode(c, &b, NULL, &err) == DS_OK, "prefill, ids only: %s", err.msg);
+    for (int i = 0; i < n; i++) same += b2[i] == b1[i];
+    /* decode: 8 steps with logits, then the same 8 again ids only */
+    const int steps = 8;
+    int dagree = 0, dsame = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        ds_ctx_seq_truncate(c, 0, 0);
+        for (int i = 0; i < steps; i++) {
+            int32_t id = -1;
+            ds_batch d = { 1, ids + i, pos + i, seq, NULL, &id };
+            CHECK(ds_ctx_decode(c, &d, pass ? NULL : lg, &err) == DS_OK, "decode step: %s", err.msg);
+            if (!pass) {
+                b1[i] = id;
+                dagree += id == ds_argmax_f32(lg, V);
+            } else {
+                dsame += id == b1[i];
+            }
+        }
+    }
+    printf("%-28s long  n %3d: argmax ids on the GPU: prefill %d/%d equal the logits' argmax, %d/%d ids only; "
+           "decode %d/%d, %d/%d ids only\n", file, n, agree, n, same, n, dagree, steps, dsame, steps);
+    CHECK(agree == n && same == n && dagree == steps && dsame == steps, "%s argmax ids", file);
+    ds_ctx_free(c);
+    free(lg); free(b1); free(b2);
+    ds_model_free(m);
+}
+
 int main(void) {
     if (ds_cuda_device_count() < 1) {
         printf("skipped: no CUDA device\n");
@@ -159,5 +222,7 @@ int main(void) {
     check_file("dsv3_tiny", "dsv3_tiny-f16-legacy.gguf", NULL);
     check_file("dsv3_kq", "dsv3_kq-Q3_K_M.gguf", "Q3_K_M");
     check_file("dsv3_kq", "dsv3_kq-IQ4_XS.gguf", "IQ4_XS");
+    check_best_ids("dsv3_tiny", "dsv3_tiny-f16-mla.gguf");
+    check_best_ids("dsv3_kq", "dsv3_kq-Q3_K_M.gguf");
     return ds_test_finish("test_cuda_model");
 }

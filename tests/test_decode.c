@@ -33,7 +33,7 @@ static void interleaved(const ds_model *m, const int32_t *a, int na, const int32
     int ia = 0, ib = 0;
     {
         int32_t pos[5] = { 0, 1, 2, 3, 4 }, seq[5] = { 0 };
-        ds_batch bt = { 5, a, pos, seq, NULL };
+        ds_batch bt = { 5, a, pos, seq, NULL, NULL };
         float *five = malloc(5 * (size_t)V * sizeof *five);
         CHECK(ds_ctx_decode(c, &bt, five, &err) == DS_OK, "decode: %s", err.msg);
         memcpy(la, five, 5 * (size_t)V * sizeof *five);
@@ -45,7 +45,7 @@ static void interleaved(const ds_model *m, const int32_t *a, int na, const int32
         int n = 0;
         if (ib < nb) { tk[n] = b[ib]; pos[n] = ib; seq[n] = 1; n++; }
         if (ia < na) { tk[n] = a[ia]; pos[n] = ia; seq[n] = 0; n++; }
-        ds_batch bt = { n, tk, pos, seq, NULL };
+        ds_batch bt = { n, tk, pos, seq, NULL, NULL };
         CHECK(ds_ctx_decode(c, &bt, tmp, &err) == DS_OK, "decode: %s", err.msg);
         for (int r = 0; r < n; r++)
             memcpy(seq[r] ? lb + (size_t)ib * V : la + (size_t)ia * V, tmp + (size_t)r * V, (size_t)V * sizeof *tmp);
@@ -116,6 +116,38 @@ int main(void) {
     CHECK(ea <= BOUND && eb <= BOUND, "interleaved: %.3e %.3e", ea, eb);
     free(la); free(lb); free(b_alone); free(full);
 
+    /* ds_batch.best: the argmax ids of the wanted rows, with the logits and
+     * without (then the LM head runs into scratch), equal to ds_argmax_f32
+     * of those logits */
+    {
+        ds_ctx_params bp;
+        ds_ctx_params_default(&bp);
+        bp.device = "cpu";
+        bp.n_ctx = 2 * n;
+        bp.n_threads = 2;
+        ds_ctx *bc;
+        CHECK(ds_ctx_create(m, &bp, &bc, &err) == DS_OK, "ctx: %s", err.msg);
+        enum { NB = 9 };
+        int32_t pos[NB], seq[NB] = { 0 }, best[NB], best2[NB];
+        bool want[NB];
+        int nw = 0;
+        for (int r = 0; r < NB; r++) pos[r] = r, want[r] = r % 3 != 1, nw += want[r];
+        float *lg = malloc((size_t)NB * V * sizeof *lg);
+        ds_batch bb = { NB, ids, pos, seq, want, best };
+        CHECK(ds_ctx_decode(bc, &bb, lg, &err) == DS_OK, "decode with best: %s", err.msg);
+        int agree = 0;
+        for (int r = 0; r < nw; r++) agree += best[r] == ds_argmax_f32(lg + (size_t)r * V, V);
+        ds_ctx_seq_truncate(bc, 0, 0);
+        bb.best = best2;
+        CHECK(ds_ctx_decode(bc, &bb, NULL, &err) == DS_OK, "decode, ids only: %s", err.msg);
+        int same = 0;
+        for (int r = 0; r < nw; r++) same += best2[r] == best[r];
+        printf("argmax ids of %d wanted rows: %d equal the logits' argmax, %d equal without logits\n", nw, agree, same);
+        CHECK(agree == nw && same == nw, "best ids: %d and %d of %d", agree, same, nw);
+        free(lg);
+        ds_ctx_free(bc);
+    }
+
     /* KV exhaustion is an error, not a crash, and leaves the context usable */
     ds_ctx_params p;
     ds_ctx_params_default(&p);
@@ -124,13 +156,13 @@ int main(void) {
     ds_ctx *c;
     CHECK(ds_ctx_create(m, &p, &c, &err) == DS_OK, "ctx");
     int32_t pos[9] = { 0, 1, 2, 3, 4, 5, 6, 7, 8 }, seq[9] = { 0 };
-    ds_batch big = { 9, ids, pos, seq, NULL };
+    ds_batch big = { 9, ids, pos, seq, NULL, NULL };
     CHECK(ds_ctx_decode(c, &big, NULL, &err) == DS_ERR_KV_FULL, "9 tokens in a context of 8 must fail");
     printf("expected error: %s\n", err.msg);
-    ds_batch ok = { 8, ids, pos, seq, NULL };
+    ds_batch ok = { 8, ids, pos, seq, NULL, NULL };
     CHECK(ds_ctx_decode(c, &ok, NULL, &err) == DS_OK, "8 tokens fit: %s", err.msg);
     int32_t bad = 1 << 20;
-    ds_batch badtok = { 1, &bad, pos, seq, NULL };
+    ds_batch badtok = { 1, &bad, pos, seq, NULL, NULL };
     CHECK(ds_ctx_decode(c, &badtok, NULL, &err) == DS_ERR_INVALID_ARG, "out-of-vocab token");
     ds_ctx_free(c);
     ds_model_free(m);

@@ -56,6 +56,7 @@ static void test_greedy(void) {
             if (!q) break;
             const int32_t want = at == 1 ? 0 : at; /* at 1, l[0] is NaN: id 0, as an ordered scan gives */
             CHECK(ds_sampler_sample(q, l) == want, "argmax n=%d at=%d", n, at);
+            CHECK(ds_argmax_f32(l, (size_t)n) == want, "ds_argmax_f32 n=%d at=%d", n, at);
             ds_sampler_free(q);
         }
     }
@@ -68,8 +69,24 @@ static void test_greedy(void) {
     l[123] = 9.0f;
     ds_sampler_free(s);
 
+    /* is_greedy: a pick that is the plain argmax (the server then takes the
+     * engine's argmax ids instead of the logits) */
+    ds_sampler_params pp = plain(0.0f, 1);
+    ds_sampler *gq = make(&pp, N);
+    CHECK(gq && ds_sampler_is_greedy(gq), "temperature 0 is greedy");
+    ds_sampler_free(gq);
+    pp.repeat_penalty = 1.1f;
+    gq = make(&pp, N);
+    CHECK(gq && !ds_sampler_is_greedy(gq), "penalties change the logits: not a plain argmax");
+    ds_sampler_free(gq);
+    pp = plain(0.8f, 1);
+    gq = make(&pp, N);
+    CHECK(gq && !ds_sampler_is_greedy(gq), "temperature 0.8 is not greedy");
+    ds_sampler_free(gq);
+
     p.temperature = -1.0f; /* any temperature <= 0 is greedy */
     s = make(&p, N);
+    CHECK(ds_sampler_is_greedy(s), "negative temperature is greedy (is_greedy)");
     CHECK(ds_sampler_sample(s, l) == 123, "negative temperature is greedy");
     ds_sampler_free(s);
 

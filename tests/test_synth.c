@@ -66,7 +66,7 @@ static void check_decode(const ds_model *m, const char *dev, const char *what) {
     for (int i = 0; i < N; i++) pos[i] = i;
     const int V = m->hp.n_vocab;
     float *logits = malloc((size_t)N * V * sizeof *logits);
-    ds_batch b = { N, ids, pos, seq, NULL };
+    ds_batch b = { N, ids, pos, seq, NULL, NULL };
     ds_status st = ds_ctx_decode(c, &b, logits, &err);
     CHECK(st == DS_OK, "%s %s: decode: %s", what, dev, err.msg);
     if (st == DS_OK) {

@@ -4,8 +4,12 @@
  * bytes per decode step, the bandwidth roofline and the fraction reached.
  * With S streams (6th argument) each tg step decodes S sequences at once
  * (S rows, one per sequence, as a server's parallel slots do) and tok/s
- * counts all of them. Not `dsinfer bench` (src/cli/cmd_bench.c); usage:
- * cuda_bench MODEL [device] [pp] [tg] [reps] [streams]. */
+ * counts all of them; tg times the decode calls only (CUDA_BENCH_MODES below
+ * picks how tokens are fed). A 7th and 8th argument set the context size and the
+ * number of sequences, as a server's -c and -np do (the decode may depend on
+ * the capacity, not only on the tokens in use). Not `dsinfer bench`
+ * (src/cli/cmd_bench.c); usage:
+ * cuda_bench MODEL [device] [pp] [tg] [reps] [streams] [n_ctx] [n_seq]. */
 #include "backend/cuda/cuda_backend.h"
 #include "engine/engine.h"
 
@@ -13,6 +17,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* device-to-device copy of 2 GiB, bytes read + written per second (best of 5) */
 static double copy_bandwidth(void) {
@@ -38,6 +43,12 @@ static double copy_bandwidth(void) {
     return best;
 }
 
+static int32_t argmax(const float *l, size_t n) {
+    size_t b = 0;
+    for (size_t i = 1; i < n; i++) b = l[i] > l[b] ? i : b;
+    return (int32_t)b;
+}
+
 static void mean_sd(const double *v, int n, double *mean, double *sd) {
     double s = 0, q = 0;
     for (int i = 0; i < n; i++) s += v[i];
@@ -48,7 +59,7 @@ static void mean_sd(const double *v, int n, double *mean, double *sd) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: cuda_bench MODEL [device=cuda] [pp=512] [tg=128] [reps=3] [streams=1]\n");
+        fprintf(stderr, "usage: cuda_bench MODEL [device=cuda] [pp=512] [tg=128] [reps=3] [streams=1] [n_ctx] [n_seq]\n");
         return 2;
     }
     const char *dev = argc > 2 ? argv[2] : "cuda";
@@ -66,6 +77,8 @@ int main(int argc, char **argv) {
     cp.device = dev;
     cp.n_ctx = (int64_t)S * (pp + tg + 64);
     cp.n_seq = S;
+    if (argc > 7 && atoll(argv[7]) > cp.n_ctx) cp.n_ctx = atoll(argv[7]);
+    if (argc > 8 && atoi(argv[8]) > cp.n_seq) cp.n_seq = atoi(argv[8]);
     cp.n_ubatch = pp;
     ds_ctx *c;
     if (ds_ctx_create(m, &cp, &c, &err)) { fprintf(stderr, "ctx: %s\n", err.msg); return 1; }
@@ -83,38 +96,73 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < pp; i++) pos[i] = i;
     want[pp - 1] = true;
-    double tpp[16], ttg[16];
-    /* rep 0 is the warm-up (graph capture, first-touch) and is not counted */
-    for (int r = 0; r <= reps && r < 16; r++) {
-        ds_ctx_seq_truncate(c, 0, 0);
-        ds_batch b = { pp, tok, pos, seq, want };
-        double a = ds_time_s();
-        if (ds_ctx_decode(c, &b, logits, &err)) { fprintf(stderr, "pp: %s\n", err.msg); return 1; }
-        double t = ds_time_s() - a;
-        for (int q = 0; q < S; q++) ds_ctx_seq_truncate(c, q, 0);
-        a = ds_time_s();
-        for (int i = 0; i < tg; i++) {
-            int32_t p[64], sq[64], tk[64];
-            for (int q = 0; q < S; q++) p[q] = i, sq[q] = q, tk[q] = tok[(i + 7 * q) % tg];
-            ds_batch b1 = { S, tk, p, sq, NULL };
-            if (ds_ctx_decode(c, &b1, logits, &err)) { fprintf(stderr, "tg: %s\n", err.msg); return 1; }
-        }
-        double u = ds_time_s() - a;
-        if (r > 0) { tpp[r - 1] = pp / t; ttg[r - 1] = (double)S * tg / u; }
-    }
-    double pm, psd, tm, tsd;
-    mean_sd(tpp, reps, &pm, &psd);
-    mean_sd(ttg, reps, &tm, &tsd);
     const double bytes = (double)ds_model_decode_bytes(m);
     const double roof = bw > 0 ? bw / bytes : 0;
     printf("device %s | copy bandwidth %.0f GB/s | decode reads %.3f GB/step | roofline %.0f tok/s\n", dev, bw / 1e9,
            bytes / 1e9, roof);
-    if (S > 1)
-        printf("pp%d %.1f +- %.1f tok/s | tg%d x %d streams %.1f +- %.1f tok/s (%.2f ms/step of %d rows)\n", pp, pm,
-               psd, tg, S, tm, tsd, 1e3 * S / tm, S);
-    else
-        printf("pp%d %.1f +- %.1f tok/s | tg%d %.1f +- %.1f tok/s (%.2f ms/step) | tg / roofline %.1f%%\n", pp, pm,
-               psd, tg, tm, tsd, 1e3 / tm, roof > 0 ? 100.0 * tm / roof : 0);
+    /* CUDA_BENCH_MODES: a comma list of how tg feeds tokens and takes logits,
+     * each timed in turn on the same loaded model:
+     *   random   the next tokens are random ids (default)
+     *   greedy   each stream's next token is the argmax of its logits, as a
+     *            server at temperature 0 feeds them (real routing)
+     *   nologits no logits are copied back (what the copy costs)
+     *   ids      greedy on the GPU's argmax ids (ds_batch.best), no logits
+     *            copied back: what the server does at temperature 0
+     *   pinned   random tokens, logits into page-locked host memory */
+    const char *modes = getenv("CUDA_BENCH_MODES") ? getenv("CUDA_BENCH_MODES") : "random";
+    float *pinned = NULL;
+    for (const char *mo = modes; *mo;) {
+        const size_t ml = strcspn(mo, ",");
+        char mode[32];
+        snprintf(mode, sizeof mode, "%.*s", (int)ml, mo);
+        mo += ml + (mo[ml] == ',');
+        const bool greedy = !strcmp(mode, "greedy"), ids = !strcmp(mode, "ids");
+        const bool nolog = !strcmp(mode, "nologits") || ids;
+        float *out = logits;
+        if (!strcmp(mode, "pinned")) {
+            if (!pinned && cudaMallocHost((void **)&pinned, 64 * V * sizeof(float)) != cudaSuccess) pinned = NULL;
+            if (!pinned) { fprintf(stderr, "pinned: cudaMallocHost failed\n"); continue; }
+            out = pinned;
+        } else if (!greedy && !nolog && !ids && strcmp(mode, "random")) {
+            fprintf(stderr, "unknown mode %s\n", mode);
+            continue;
+        }
+        double tpp[16], ttg[16];
+        /* rep 0 is the warm-up (graph capture, first-touch) and is not counted */
+        for (int r = 0; r <= reps && r < 16; r++) {
+            ds_ctx_seq_truncate(c, 0, 0);
+            ds_batch b = { pp, tok, pos, seq, want, NULL };
+            double a = ds_time_s();
+            if (ds_ctx_decode(c, &b, logits, &err)) { fprintf(stderr, "pp: %s\n", err.msg); return 1; }
+            double t = ds_time_s() - a;
+            for (int q = 0; q < S; q++) ds_ctx_seq_truncate(c, q, 0);
+            double u = 0;
+            int32_t tk[64];
+            for (int q = 0; q < S; q++) tk[q] = tok[(7 * q) % tg];
+            for (int i = 0; i < tg; i++) {
+                int32_t p[64], sq[64];
+                for (int q = 0; q < S; q++) p[q] = i, sq[q] = q;
+                int32_t bestv[64];
+                ds_batch b1 = { S, tk, p, sq, NULL, ids ? bestv : NULL };
+                a = ds_time_s();
+                if (ds_ctx_decode(c, &b1, nolog ? NULL : out, &err)) { fprintf(stderr, "tg: %s\n", err.msg); return 1; }
+                u += ds_time_s() - a; /* the decode calls only: the greedy pick below is the caller's */
+                for (int q = 0; q < S; q++)
+                    tk[q] = ids ? bestv[q] : greedy ? argmax(out + (size_t)q * V, V) : tok[(i + 1 + 7 * q) % tg];
+            }
+            if (r > 0) { tpp[r - 1] = pp / t; ttg[r - 1] = (double)S * tg / u; }
+        }
+        double pm, psd, tm, tsd;
+        mean_sd(tpp, reps, &pm, &psd);
+        mean_sd(ttg, reps, &tm, &tsd);
+        if (S > 1)
+            printf("pp%d %.1f +- %.1f tok/s | tg%d x %d streams %.1f +- %.1f tok/s (%.2f ms/step of %d rows) [%s]\n", pp,
+                   pm, psd, tg, S, tm, tsd, 1e3 * S / tm, S, mode);
+        else
+            printf("pp%d %.1f +- %.1f tok/s | tg%d %.1f +- %.1f tok/s (%.2f ms/step) | tg / roofline %.1f%% [%s]\n", pp,
+                   pm, psd, tg, tm, tsd, 1e3 / tm, roof > 0 ? 100.0 * tm / roof : 0, mode);
+    }
+    if (pinned) cudaFreeHost(pinned);
     ds_ctx_free(c);
     ds_model_free(m);
     free(tok); free(pos); free(seq); free(want); free(logits);

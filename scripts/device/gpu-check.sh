@@ -156,10 +156,11 @@ print('engine (totals so far): %d tokens, %.3f s of forward on generated rows, %
       (n, t, v.get('dsinfer_decode_steps_total', 0), n / t if t else 0))" || echo "metrics scrape failed"
   done
   kill $spid; wait $spid 2>/dev/null
-  grep -E "engine loop" /tmp/serve-gpu.log # DSINFER_SCHED_STATS: the loop's time by part, both soaks together
+  grep -E "engine loop|cuda step stats" /tmp/serve-gpu.log # DSINFER_SCHED_STATS (the loop by part, both soaks together), DSINFER_CUDA_STEP_STATS
   tail -2 /tmp/serve-gpu.log
-  echo "-- raw decode on the same file (cuda_bench: pp16, tg128, 3 reps)"
+  echo "-- raw decode on the same file (cuda_bench: pp16, tg128, 3 reps), then with the server's -c 1024 -np 8"
   timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 2>&1 | grep -v '^loaded'
+  timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 1 1024 8 2>&1 | grep -E '^pp'
 fi
 
 if has decode; then

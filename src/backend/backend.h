@@ -70,11 +70,13 @@ struct ds_backend {
      * — embedding, every layer, LM head — in one call, so a device backend
      * keeps activations resident and replays one captured graph per decode
      * step. tokens[rows->n]; want[n] selects the rows whose logits are
-     * written consecutively to logits (NULL = all). The KV cache's block
-     * tables (ds_kv_block_id) say where each position lives; a backend may
-     * keep its own storage of the same geometry (see ds_kv_params.no_host). */
+     * written consecutively to logits (NULL = all); best (optional) gets
+     * each wanted row's ds_argmax_f32 id, also when logits is NULL. The KV
+     * cache's block tables (ds_kv_block_id) say where each position lives; a
+     * backend may keep its own storage of the same geometry (see
+     * ds_kv_params.no_host). */
     ds_status (*forward)(ds_backend *be, const ds_model *m, const ds_rows *rows, const int32_t *tokens,
-                         const bool *want, ds_kv *kv, float *logits, int *n_logits);
+                         const bool *want, ds_kv *kv, float *logits, int32_t *best, int *n_logits);
     void (*free)(ds_backend *be);
 };
 

@@ -23,7 +23,7 @@ void ds_cuda_scratch_elems(const ds_hparams *hp, int rows, int64_t n[DS_CS_COUNT
     n[DS_CS_FFA] = n[DS_CS_FFB] = R * ffmax;
     n[DS_CS_RLOGIT] = R * max64(1, hp->n_expert);
     n[DS_CS_RW] = n[DS_CS_IDS] = n[DS_CS_FORCED] = R * k;
-    n[DS_CS_MARGIN] = R;
+    n[DS_CS_MARGIN] = n[DS_CS_BEST] = R; /* BEST: each wanted row's argmax id */
     n[DS_CS_ACT] = R * k * F;
     n[DS_CS_LOGITS] = (int64_t)DS_CU_LM_CHUNK * hp->n_vocab;
     n[DS_CS_FREQ] = max64(1, hp->d_rope / 2);

@@ -143,7 +143,7 @@ static bool prefill(runner *r, int p0, int n) {
             r->seq[i] = 0;
             r->want[i] = i0 + i == n - 1;
         }
-        ds_batch b = { k, r->tok, r->pos, r->seq, r->want };
+        ds_batch b = { k, r->tok, r->pos, r->seq, r->want, NULL };
         ds_error err = { 0 };
         if (ds_ctx_decode(r->c, &b, i0 + k == n ? r->logits : NULL, &err)) {
             fprintf(stderr, "dsinfer bench: decode failed: %s\n", err.msg);
@@ -157,7 +157,7 @@ static bool prefill(runner *r, int p0, int n) {
 static bool generate(runner *r, int p0, int n) {
     for (int i = 0; i < n; i++) {
         int32_t t = rand_token(r), p = p0 + i, s = 0;
-        ds_batch b = { 1, &t, &p, &s, NULL };
+        ds_batch b = { 1, &t, &p, &s, NULL, NULL };
         ds_error err = { 0 };
         if (ds_ctx_decode(r->c, &b, r->logits, &err)) {
             fprintf(stderr, "dsinfer bench: decode failed: %s\n", err.msg);

@@ -71,7 +71,7 @@ int ds_cmd_logits(int argc, char **argv) {
     float *logits = malloc((size_t)n * V * sizeof *logits);
     if (!pos || !seq || !logits) { fprintf(stderr, "dsinfer logits: out of memory\n"); goto done; }
     for (int i = 0; i < n; i++) pos[i] = i;
-    ds_batch b = { n, ids, pos, seq, NULL };
+    ds_batch b = { n, ids, pos, seq, NULL, NULL };
     ds_error err = { 0 };
     ds_status st = ds_ctx_decode(c, &b, logits, &err);
     if (st) {

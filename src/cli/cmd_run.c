@@ -120,7 +120,7 @@ int ds_cmd_run(int argc, char **argv) {
     for (size_t i = 0; i < n_prompt; i++) ds_sampler_accept(smp, ids[i]);
 
     double t0 = ds_time_s();
-    ds_batch b = { (int)n_prompt, ids, pos, seq, want };
+    ds_batch b = { (int)n_prompt, ids, pos, seq, want, NULL };
     st = ds_ctx_decode(c, &b, logits, &err);
     free(pos); free(seq); free(want);
     if (st) { fprintf(stderr, "dsinfer run: %s\n", err.msg); goto done; }
@@ -136,7 +136,7 @@ int ds_cmd_run(int argc, char **argv) {
         fflush(stdout);
         if (n_gen + 1 == n_max) { n_gen++; break; }
         int32_t p1 = (int32_t)(n_prompt + n_gen), s1 = 0;
-        ds_batch nb = { 1, &tk, &p1, &s1, NULL };
+        ds_batch nb = { 1, &tk, &p1, &s1, NULL, NULL };
         if ((st = ds_ctx_decode(c, &nb, logits, &err))) { fprintf(stderr, "\ndsinfer run: %s\n", err.msg); goto done; }
     }
     size_t len;

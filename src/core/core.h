@@ -45,6 +45,11 @@ typedef enum { DS_LOG_DEBUG = 0, DS_LOG_INFO, DS_LOG_WARN, DS_LOG_ERROR } ds_log
 void ds_log_set_level(ds_log_level lvl);
 void ds_log(ds_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- argmax ------------------------------------------------------------------ */
+/* The index of the largest of l[0..n): the lowest index among equals; a NaN
+ * is never chosen unless it is l[0] (then 0). n >= 1. */
+int32_t ds_argmax_f32(const float *l, size_t n);
+
 /* ---- time ---------------------------------------------------------------- */
 double ds_time_s(void); /* monotonic seconds */
 

@@ -42,12 +42,18 @@ typedef struct ds_batch {
     const int32_t *pos;    /* [n] */
     const int32_t *seq;    /* [n] */
     const bool *logits;    /* [n] rows whose logits are wanted; NULL = all */
+    /* optional [n_wanted]: each wanted row's ds_argmax_f32 id, computed where
+     * the logits are (on the GPU: only ids cross the bus when the caller
+     * passes no logits buffer) */
+    int32_t *best;
 } ds_batch;
 
 /* Runs the batch; rows of one sequence must be in position order and the
  * positions before each row must be cached. Reserves KV for every row
  * first (DS_ERR_KV_FULL before any work if it does not fit). Writes the
- * wanted rows' logits consecutively into logits ([n_wanted][n_vocab]). */
+ * wanted rows' logits consecutively into logits ([n_wanted][n_vocab]) and,
+ * with b->best, their argmax ids; logits may be NULL (then no LM head runs
+ * unless b->best asks for the ids). */
 ds_status ds_ctx_decode(ds_ctx *c, const ds_batch *b, float *logits, ds_error *err);
 
 /* Drops positions >= n_keep of seq (n_keep = 0 clears it). */

@@ -21,6 +21,8 @@ struct ds_ctx {
     float *w;             /* [ub][k] */
     float *margin;        /* [ub] */
     int32_t *ub_pos, *ub_seq;
+    float *lbest;         /* logits for ds_batch.best when the caller keeps none */
+    size_t lbest_rows;
     /* routing capture/pinning (tests) */
     int route_rows;
     int32_t *route_record;
@@ -136,6 +138,7 @@ void ds_ctx_free(ds_ctx *c) {
     free(c->h); free(c->a); free(c->y); free(c->f);
     free(c->ids); free(c->w); free(c->margin);
     free(c->ub_pos); free(c->ub_seq);
+    free(c->lbest);
     free(c);
 }
 
@@ -162,8 +165,8 @@ static void add_into(float *dst, const float *src, size_t n) {
 }
 
 /* One micro-batch of rows [r0, r0+n) of b through every layer. */
-static ds_status forward_ubatch(ds_ctx *c, const ds_batch *b, int r0, int n, float *logits, int *n_out,
-                                ds_error *err) {
+static ds_status forward_ubatch(ds_ctx *c, const ds_batch *b, int r0, int n, float *logits, int32_t *best,
+                                int *n_out, ds_error *err) {
     const ds_model *m = c->m;
     const ds_hparams *hp = &m->hp;
     const int E = hp->n_embd, k = hp->n_expert_used;
@@ -173,7 +176,7 @@ static ds_status forward_ubatch(ds_ctx *c, const ds_batch *b, int r0, int n, flo
     ds_status st;
 
     if (be->forward && !c->mixed) {
-        if ((st = be->forward(be, m, &rows, b->tokens + r0, b->logits ? b->logits + r0 : NULL, c->kv, logits,
+        if ((st = be->forward(be, m, &rows, b->tokens + r0, b->logits ? b->logits + r0 : NULL, c->kv, logits, best,
                               n_out)))
             goto fail;
         return DS_OK;
@@ -215,7 +218,20 @@ static ds_status forward_ubatch(ds_ctx *c, const ds_batch *b, int r0, int n, flo
         nw++;
     }
     be = block_backend(c, DS_BLK_OUTPUT, -1);
+    if (nw > 0 && !logits && best) { /* ids only: the logits go to scratch */
+        if (c->lbest_rows < (size_t)nw) {
+            float *lb = realloc(c->lbest, (size_t)nw * hp->n_vocab * sizeof(float));
+            if (!lb) {
+                st = DS_ERR_OOM;
+                goto fail;
+            }
+            c->lbest = lb;
+            c->lbest_rows = (size_t)nw;
+        }
+        logits = c->lbest;
+    }
     if (nw > 0 && logits && (st = be->lm_head(be, m, nw, c->h, logits))) goto fail;
+    for (int r = 0; best && r < nw; r++) best[r] = ds_argmax_f32(logits + (size_t)r * hp->n_vocab, (size_t)hp->n_vocab);
     *n_out = nw;
     return DS_OK;
 fail:
@@ -243,9 +259,10 @@ ds_status ds_ctx_decode(ds_ctx *c, const ds_batch *b, float *logits, ds_error *e
     size_t written = 0;
     for (int r0 = 0; r0 < b->n; r0 += c->p.n_ubatch) {
         int n = b->n - r0 < c->p.n_ubatch ? b->n - r0 : c->p.n_ubatch, nw = 0;
-        ds_status st = forward_ubatch(c, b, r0, n, logits ? logits + written * hp->n_vocab : NULL, &nw, err);
+        ds_status st = forward_ubatch(c, b, r0, n, logits ? logits + written * hp->n_vocab : NULL,
+                                      b->best ? b->best + written : NULL, &nw, err);
         if (st) return st;
-        if (logits) written += (size_t)nw;
+        written += (size_t)nw;
     }
     return DS_OK;
 }

@@ -46,6 +46,7 @@ struct ds_sched {
     int32_t *b_tok, *b_pos, *b_seq;
     bool *b_logits;
     float *logits;
+    int32_t *best;       /* each output row's argmax id [n_slots] */
     ds_logprob *lp_top;
     uint64_t n_steps;
     ds_sched_stats st;
@@ -447,13 +448,22 @@ static void step(ds_sched *s) {
         n_prompt_rows += k;
     }
     if (n == 0) return;
-    /* logits rows come out in batch order, one per slot at most */
-    for (int r = 0; r < n; r++)
-        if (s->b_logits[r]) s->slots[s->b_seq[r]].out_row = n_out++;
-    ds_batch b = { .n = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_logits };
+    /* logits rows come out in batch order, one per slot at most. Greedy
+     * picks without logprobs need only the argmax id: when every output row
+     * is one, no logits come back (on the GPU only the ids cross the bus;
+     * at 129k vocabulary that is 0.5 MB per row and a host scan saved) */
+    bool ids_only = true;
+    for (int r = 0; r < n; r++) {
+        if (!s->b_logits[r]) continue;
+        ds_slot *sl = &s->slots[s->b_seq[r]];
+        sl->out_row = n_out++;
+        ids_only &= ds_sampler_is_greedy(sl->job->smp) && !sl->job->want_logprobs;
+    }
+    ds_batch b = { .n = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_logits,
+                   .best = s->best };
     ds_error err = { 0 };
     double t0 = ds_time_s();
-    ds_status st = ds_ctx_decode(s->c, &b, s->logits, &err);
+    ds_status st = ds_ctx_decode(s->c, &b, ids_only ? NULL : s->logits, &err);
     double dt = ds_time_s() - t0;
     if (s->prof) {
         s->prof_steps++;
@@ -483,9 +493,10 @@ static void step(ds_sched *s) {
             sl->cache[sl->n_cache++] = sl->last;
         }
         if (sl->out_row < 0) continue;
-        const float *row = s->logits + (size_t)sl->out_row * s->n_vocab;
+        const float *row = ids_only ? NULL : s->logits + (size_t)sl->out_row * s->n_vocab;
         const double ts = s->prof ? ds_time_s() : 0;
-        int32_t id = ds_sampler_sample(sl->job->smp, row);
+        ds_sampler *smp = sl->job->smp;
+        int32_t id = ds_sampler_is_greedy(smp) ? s->best[sl->out_row] : ds_sampler_sample(smp, row);
         const double tt = s->prof ? ds_time_s() : 0;
         on_token(s, sl, row, id);
         if (s->prof) {
@@ -572,8 +583,9 @@ ds_status ds_sched_create(ds_ctx *c, const ds_tokenizer *tok, const ds_sched_par
     s->b_seq = malloc((size_t)s->cap_rows * sizeof(int32_t));
     s->b_logits = malloc((size_t)s->cap_rows * sizeof(bool));
     s->logits = malloc((size_t)p->n_slots * s->n_vocab * sizeof(float));
+    s->best = malloc((size_t)p->n_slots * sizeof(int32_t));
     ds_status st = DS_OK;
-    if (!s->slots || !s->info || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_logits || !s->logits) {
+    if (!s->slots || !s->info || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_logits || !s->logits || !s->best) {
         st = ds_error_set(err, DS_ERR_OOM, "out of memory for %d slots", p->n_slots);
         goto fail;
     }
@@ -630,6 +642,7 @@ void ds_sched_free(ds_sched *s) {
     free(s->b_seq);
     free(s->b_logits);
     free(s->logits);
+    free(s->best);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -231,6 +231,10 @@ void ds_sampler_reset(ds_sampler *s, uint64_t seed);
 /* Records a token in the penalty history (generated tokens, and prompt tokens
  * if the caller wants them penalised). */
 void ds_sampler_accept(ds_sampler *s, int32_t id);
+/* True when a pick is the plain argmax of the logits (temperature 0, no
+ * penalties): ds_argmax_f32, or an argmax computed where the logits are
+ * (ds_batch.best), gives the same id. */
+bool ds_sampler_is_greedy(const ds_sampler *s);
 /* Picks a token from logits[n_vocab] (read only). Does not accept it. */
 int32_t ds_sampler_sample(ds_sampler *s, const float *logits);
 

@@ -138,7 +138,7 @@ float *ds_test_prefill(const ds_model *m, const char *device, ds_type kv, int ub
     float *logits = malloc((size_t)n * m->hp.n_vocab * sizeof *logits);
     int32_t *pos = malloc((size_t)n * sizeof *pos), *seq = calloc((size_t)n, sizeof *seq);
     for (int i = 0; i < n; i++) pos[i] = i;
-    ds_batch b = { n, ids, pos, seq, NULL };
+    ds_batch b = { n, ids, pos, seq, NULL, NULL };
     if (!logits || ds_ctx_decode(c, &b, logits, &err)) {
         fprintf(stderr, "decode: %s\n", err.msg);
         free(logits);
@@ -185,7 +185,7 @@ float *ds_test_decode_steps_pinned(const ds_model *m, const ds_ctx_params *p, co
             ds_ctx_set_routing(c, 1, NULL, force, NULL);
         }
         int32_t pos = i, seq = 0;
-        ds_batch b = { 1, ids + i, &pos, &seq, NULL };
+        ds_batch b = { 1, ids + i, &pos, &seq, NULL, NULL };
         if (ds_ctx_decode(c, &b, logits + (size_t)i * V, &err)) {
             fprintf(stderr, "decode step %d: %s\n", i, err.msg);
             free(logits);

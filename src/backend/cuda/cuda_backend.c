@@ -704,8 +704,9 @@ static int dev_layers(cu_impl *C, int n, int nw) {
     return nw > 0 ? ds_cu_gather_rows(C->h, C->d_in + 3 * R, nw, hp->n_embd, C->a, C->s) : 0;
 }
 
-/* embedding + layers (+ LM head of the first LM_CHUNK wanted rows when lm) */
-static int dev_step(cu_impl *C, int n, int nw, bool lm) {
+/* embedding + layers (+ LM head of the first LM_CHUNK wanted rows when lm,
+ * and their argmax ids when best) */
+static int dev_step(cu_impl *C, int n, int nw, bool lm, bool best) {
     const ds_model *m = C->m;
     int rc;
     if (C->token_embd.d) {
@@ -717,13 +718,16 @@ static int dev_step(cu_impl *C, int n, int nw, bool lm) {
                                   C->s));
     }
     if ((rc = dev_layers(C, n, nw))) return rc;
-    return lm && nw > 0 ? PROF(C, P_LM, dev_lm_head(C, nw < LM_CHUNK ? nw : LM_CHUNK, C->a)) : 0;
+    if (!lm || nw <= 0) return 0;
+    const int c = nw < LM_CHUNK ? nw : LM_CHUNK;
+    if ((rc = PROF(C, P_LM, dev_lm_head(C, c, C->a)))) return rc;
+    return best ? ds_cu_argmax_rows(C->logits, c, m->hp.n_vocab, C->best, C->s) : 0;
 }
 
-/* a captured graph of dev_step for this (n, nw), captured on first use */
-static int graph_for(cu_impl *C, int n, int nw, cudaGraphExec_t *out) {
+/* a captured graph of dev_step for this (n, nw, best), captured on first use */
+static int graph_for(cu_impl *C, int n, int nw, bool best, cudaGraphExec_t *out) {
     for (int i = 0; i < N_GRAPHS; i++)
-        if (C->graphs[i].n == n && C->graphs[i].nw == nw) {
+        if (C->graphs[i].n == n && C->graphs[i].nw == nw && C->graphs[i].best == best) {
             *out = C->graphs[i].exec;
             return 0;
         }
@@ -733,7 +737,7 @@ static int graph_for(cu_impl *C, int n, int nw, cudaGraphExec_t *out) {
     g->n = 0;
     cudaGraph_t graph;
     DS_CU_TRY(cudaStreamBeginCapture(C->s, cudaStreamCaptureModeThreadLocal));
-    int rc = dev_step(C, n, nw, true);
+    int rc = dev_step(C, n, nw, true, best);
     cudaError_t e = cudaStreamEndCapture(C->s, &graph);
     if (rc) return rc;
     DS_CU_TRY(e);
@@ -742,20 +746,23 @@ static int graph_for(cu_impl *C, int n, int nw, cudaGraphExec_t *out) {
     DS_CU_TRY(e);
     g->n = n;
     g->nw = nw;
+    g->best = best;
     *out = g->exec;
     return 0;
 }
 
 static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *rows, const int32_t *tokens,
-                            const bool *want, ds_kv *kv, float *logits, int *n_logits) {
+                            const bool *want, ds_kv *kv, float *logits, int32_t *best, int *n_logits) {
     cu_impl *C = be->impl;
     if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
+    const double t_call = C->step_stats ? ds_time_s() : 0;
+    bool graphed = false;
     const size_t V = (size_t)m->hp.n_vocab;
     const int n = rows->n;
     int nw = 0, rc;
     if (n > C->max_rows) return DS_ERR_INVALID_ARG;
     if ((rc = bind_kv(C, kv)) || (rc = upload_inputs(C, rows, tokens, want, kv, &nw))) return cu_fail(rc, "forward");
-    if (!logits) nw = 0;
+    if (!logits && !best) nw = 0;
     if (!C->token_embd.d) {
         /* the previous step's copy out of h_embd must be done before it is refilled */
         if (cudaStreamSynchronize(C->s) != cudaSuccess) return cu_fail(1, "sync");
@@ -766,20 +773,36 @@ static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *ro
     /* host experts wait on the CPU mid-step: no graph (its launches stay async) */
     if (C->use_graph && !C->any_host_exps && n <= GRAPH_MAX_ROWS) {
         cudaGraphExec_t exec;
-        if ((rc = graph_for(C, n, nw, &exec))) return cu_fail(rc, "graph");
+        if ((rc = graph_for(C, n, nw, best != NULL, &exec))) return cu_fail(rc, "graph");
+        if (C->step_stats) cudaEventRecord(C->sev0, C->s);
         if (cudaGraphLaunch(exec, C->s) != cudaSuccess) return cu_fail(1, "graph launch");
-    } else if ((rc = dev_step(C, n, nw, true))) {
+        if (C->step_stats) cudaEventRecord(C->sev1, C->s);
+        graphed = true;
+    } else if ((rc = dev_step(C, n, nw, true, best != NULL))) {
         return cu_fail(rc, "forward");
     }
     if (C->prof && n == 1) C->prof_steps++;
-    /* the first chunk's logits are in C->logits; later chunks run here */
+    /* the first chunk's logits (and ids) are in C->logits; later chunks run here */
     for (int r0 = 0; r0 < nw; r0 += LM_CHUNK) {
         const int c = nw - r0 < LM_CHUNK ? nw - r0 : LM_CHUNK;
-        if (r0 > 0 && (rc = dev_lm_head(C, c, C->a + (size_t)r0 * m->hp.n_embd))) return cu_fail(rc, "lm_head");
-        if ((rc = to_host(C, logits + (size_t)r0 * V, C->logits, (size_t)c * V * sizeof(float))))
+        if (r0 > 0 && ((rc = dev_lm_head(C, c, C->a + (size_t)r0 * m->hp.n_embd)) ||
+                       (best && (rc = ds_cu_argmax_rows(C->logits, c, (int64_t)V, C->best + r0, C->s)))))
+            return cu_fail(rc, "lm_head");
+        if (logits && (rc = to_host(C, logits + (size_t)r0 * V, C->logits, (size_t)c * V * sizeof(float))))
             return cu_fail(rc, "logits");
     }
-    if (nw == 0 && cudaStreamSynchronize(C->s) != cudaSuccess) return cu_fail(1, "sync");
+    if (best && nw > 0) { /* only the ids cross the bus when the caller took no logits */
+        if ((rc = to_host(C, C->h_best, C->best, (size_t)nw * sizeof(int32_t)))) return cu_fail(rc, "argmax");
+        memcpy(best, C->h_best, (size_t)nw * sizeof(int32_t));
+    }
+    if ((nw == 0 || !logits) && cudaStreamSynchronize(C->s) != cudaSuccess) return cu_fail(1, "sync");
+    if (C->step_stats && graphed) {
+        float ms = 0;
+        cudaEventElapsedTime(&ms, C->sev0, C->sev1);
+        C->st_steps++;
+        C->st_gpu_ms += ms;
+        C->st_call_s += ds_time_s() - t_call;
+    }
     *n_logits = nw;
     return DS_OK;
 }
@@ -802,6 +825,13 @@ static void cu_free(ds_backend *be) {
             cudaEventDestroy(C->ev1);
         }
         cu_hybrid_report(C);
+        if (C->step_stats && C->st_steps)
+            fprintf(stderr, "cuda step stats: %ld graph steps, us per step: %.1f in the call, %.1f on the GPU (graph)\n",
+                    C->st_steps, 1e6 * C->st_call_s / C->st_steps, 1e3 * C->st_gpu_ms / C->st_steps);
+        if (C->step_stats) {
+            cudaEventDestroy(C->sev0);
+            cudaEventDestroy(C->sev1);
+        }
         for (int i = 0; i < N_GRAPHS; i++)
             if (C->graphs[i].n) cudaGraphExecDestroy(C->graphs[i].exec);
         cu_hybrid_free(C);
@@ -813,13 +843,14 @@ static void cu_free(ds_backend *be) {
         void *bufs[] = { C->stage, C->wbuf, C->freq, C->h, C->a, C->y, C->f, C->xn, C->cq, C->q, C->kvrow, C->qabs, C->olat,
                          C->heads, C->ffa, C->ffb, C->rlogit, C->rw, C->margin, C->act, C->logits, C->ids,
                          C->forced, C->kv_pool, C->d_in, C->moe_y, C->moe_u, C->moe_idx, C->xh,
-                         C->xinv, C->moe_tiles, C->mla_work, C->xq };
+                         C->xinv, C->moe_tiles, C->mla_work, C->xq, C->best };
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
             if (bufs[i]) cudaFree(bufs[i]);
         if (C->h_in) cudaFreeHost(C->h_in);
         if (C->h_moe_idx) cudaFreeHost(C->h_moe_idx);
         if (C->h_moe_tiles) cudaFreeHost(C->h_moe_tiles);
         if (C->h_ids) cudaFreeHost(C->h_ids);
+        if (C->h_best) cudaFreeHost(C->h_best);
         if (C->s) cudaStreamDestroy(C->s);
         free(C->L);
         free(C);
@@ -839,7 +870,7 @@ static int alloc_scratch(cu_impl *C, size_t *total_out, bool dry) {
         [DS_CS_FORCED] = (void **)&C->forced, [DS_CS_FREQ] = (void **)&C->freq, [DS_CS_MOE_Y] = (void **)&C->moe_y,
         [DS_CS_MOE_U] = (void **)&C->moe_u, [DS_CS_MOE_IDX] = (void **)&C->moe_idx, [DS_CS_XH] = (void **)&C->xh,
         [DS_CS_XINV] = (void **)&C->xinv, [DS_CS_MOE_TILES] = (void **)&C->moe_tiles,
-        [DS_CS_MLA_WORK] = (void **)&C->mla_work, [DS_CS_XQ] = (void **)&C->xq,
+        [DS_CS_MLA_WORK] = (void **)&C->mla_work, [DS_CS_XQ] = (void **)&C->xq, [DS_CS_BEST] = (void **)&C->best,
     };
     int64_t n[DS_CS_COUNT];
     ds_cuda_scratch_elems(&C->m->hp, C->max_rows, n);
@@ -914,6 +945,14 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
         st = ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create a stream on CUDA%d (device %d)", C->gpu, C->phys);
         goto fail;
     }
+    const char *ss = getenv("DSINFER_CUDA_STEP_STATS");
+    if (ss && ss[0] == '1') {
+        if (cudaEventCreate(&C->sev0) != cudaSuccess || cudaEventCreate(&C->sev1) != cudaSuccess) {
+            st = ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create step timing events");
+            goto fail;
+        }
+        C->step_stats = true;
+    }
     if (C->prof && (cudaEventCreate(&C->ev0) != cudaSuccess || cudaEventCreate(&C->ev1) != cudaSuccess)) {
         st = ds_error_set(err, DS_ERR_IO, "device 'cuda': cannot create profiling events");
         goto fail;
@@ -970,6 +1009,8 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
         cudaMallocHost((void **)&C->h_moe_tiles, 3 * (size_t)ds_cuda_moe_tiles(hp, C->max_rows) * sizeof(int32_t)) !=
             cudaSuccess ||
         cudaMallocHost((void **)&C->h_ids, rk * sizeof(int32_t)) != cudaSuccess ||
+        cudaMallocHost((void **)&C->h_best, (size_t)ds_cuda_scratch_rows(C->max_rows) * sizeof(int32_t)) !=
+            cudaSuccess ||
         cudaMallocHost((void **)&C->h_embd, (size_t)C->max_rows * hp->n_embd * sizeof(float)) != cudaSuccess ||
         cudaMallocHost((void **)&C->h_y, (size_t)C->max_rows * hp->n_embd * sizeof(float)) != cudaSuccess ||
         cudaMallocHost((void **)&C->h_xo, (size_t)C->max_rows * hp->n_embd * sizeof(float)) != cudaSuccess ||

@@ -43,6 +43,7 @@ typedef struct cu_xkey {
 
 typedef struct cu_graph {
     int n, nw;                 /* the shape it was captured for (0 = empty slot) */
+    bool best;                 /* with the argmax of the first LM_CHUNK rows */
     cudaGraphExec_t exec;
 } cu_graph;
 
@@ -59,6 +60,7 @@ typedef struct cu_impl {
     /* scratch, [max_rows][...] */
     float *h, *a, *y, *f, *xn, *cq, *q, *kvrow, *qabs, *olat, *heads, *ffa, *ffb, *rlogit, *rw, *margin, *act, *logits;
     int32_t *ids, *forced;
+    int32_t *best, *h_best;    /* each wanted row's argmax id, and its pinned mirror [R] */
     /* grouped MoE prefill: rows gathered per expert, [max_rows*k][...] */
     float *moe_y, *moe_u;          /* [R*k][E] gathered inputs, then expert outputs; [R*k][F] up */
     int32_t *moe_idx;              /* device [2][R*k]: gathered row -> batch row, slot -> gathered row */
@@ -94,7 +96,6 @@ typedef struct cu_impl {
      * [tokens n][pos n][row_tab n][want_idx n][tables n_tab*max_blocks] */
     int32_t *d_in, *h_in;
     size_t in_len;
-    float *h_logits;           /* pinned [LM_CHUNK][n_vocab] */
     bool use_graph;
     cu_graph graphs[N_GRAPHS];
     int next_graph;
@@ -102,6 +103,12 @@ typedef struct cu_impl {
     cudaEvent_t ev0, ev1;
     double prof_ms[P_N];
     int prof_steps;
+    /* DSINFER_CUDA_STEP_STATS=1: graph-replayed steps, their time in the
+     * call (host) and on the GPU (events around the graph), printed at free */
+    bool step_stats;
+    cudaEvent_t sev0, sev1;
+    long st_steps;
+    double st_call_s, st_gpu_ms;
     /* placement (ds_backend_params.placed): only CUDA<gpu>'s weights are here */
     bool placed;
     int gpu, phys;             /* logical GPU of the placement, physical device */

@@ -1,9 +1,11 @@
-/* rowops.cu: RMSNorm, residual add, SiLU gating and row gather on the
- * device. One block per row for the norm (double sum: the norm is cheap and
+/* rowops.cu: RMSNorm, residual add, SiLU gating, row gather and row argmax
+ * on the device. One block per row for the norm (double sum: the norm is cheap and
  * this keeps it equal to ds_rms_norm up to the final f32 rounding). Not
  * fused into the GEMVs yet. */
 #include "rowops.h"
 #include "cuda_check.h"
+
+#include <climits>
 
 #define ROW_THREADS 256
 
@@ -75,6 +77,54 @@ extern "C" int ds_cu_gather_rows(const float *src, const int32_t *idx, int n, in
                                  cudaStream_t s) {
     if (n <= 0) return 0;
     gather_kernel<<<n, 256, 0, s>>>(src, idx, dim, dst);
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+/* (v, i) beats (bv, bi): larger, or equal and earlier. A NaN v never beats:
+ * both comparisons are false. bi == INT_MAX is "nothing yet", so an -inf
+ * still counts as a value. */
+__device__ __forceinline__ bool argmax_better(float v, int i, float bv, int bi) {
+    return v > bv || (v == bv && i < bi);
+}
+
+__global__ void __launch_bounds__(1024) argmax_kernel(const float *__restrict__ x, int64_t dim,
+                                                      int32_t *__restrict__ out) {
+    const float *r = x + (size_t)blockIdx.x * dim;
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    /* each thread sees increasing indices: a later equal value never wins */
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = r[i];
+        if (v > bv || (v == bv && bi == INT_MAX)) bv = v, bi = (int)i;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_down_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_down_sync(0xffffffffu, bi, o);
+        if (argmax_better(ov, oi, bv, bi)) bv = ov, bi = oi;
+    }
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) sv[warp] = bv, si[warp] = bi;
+    __syncthreads();
+    if (warp == 0) {
+        const int nw = (blockDim.x + 31) >> 5;
+        bv = lane < nw ? sv[lane] : -INFINITY;
+        bi = lane < nw ? si[lane] : INT_MAX;
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_down_sync(0xffffffffu, bv, o);
+            const int oi = __shfl_down_sync(0xffffffffu, bi, o);
+            if (argmax_better(ov, oi, bv, bi)) bv = ov, bi = oi;
+        }
+        if (lane == 0) out[blockIdx.x] = isnan(r[0]) || bi == INT_MAX ? 0 : bi;
+    }
+}
+
+extern "C" int ds_cu_argmax_rows(const float *x, int n, int64_t dim, int32_t *out, cudaStream_t s) {
+    if (n <= 0 || dim <= 0) return 0;
+    argmax_kernel<<<n, 1024, 0, s>>>(x, dim, out);
     DS_CU_TRY_LAUNCH();
     return 0;
 }

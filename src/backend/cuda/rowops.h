@@ -1,5 +1,5 @@
 /* rowops.h: small per-row kernels — RMSNorm (sum of squares in double, as
- * ds_rms_norm), residual add, SiLU-gate, row gather. Plain C launchers that
+ * ds_rms_norm), residual add, SiLU-gate, row gather, row argmax. Plain C launchers that
  * return 0 or the cudaError_t hit. Not GEMV, not attention. */
 #ifndef DS_CUDA_ROWOPS_H
 #define DS_CUDA_ROWOPS_H
@@ -22,6 +22,9 @@ int ds_cu_silu_mul(const float *g, const float *u, int64_t ldg, int64_t F, int n
                    cudaStream_t s);
 /* dst[i] = src[idx[i]] rows of dim floats, i < n; idx on the device */
 int ds_cu_gather_rows(const float *src, const int32_t *idx, int n, int64_t dim, float *dst, cudaStream_t s);
+/* out[r] = ds_argmax_f32(x + r * dim, dim), r < n: the largest value, the
+ * lowest index among equals, NaN never chosen unless at index 0 */
+int ds_cu_argmax_rows(const float *x, int n, int64_t dim, int32_t *out, cudaStream_t s);
 
 #ifdef __cplusplus
 }
