@@ -14,6 +14,7 @@
 #include "engine/engine.h"
 
 #include <cuda_runtime_api.h>
+#include <nvtx3/nvToolsExt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,7 @@ int main(int argc, char **argv) {
      *   pinned   random tokens, logits into page-locked host memory */
     const char *modes = getenv("CUDA_BENCH_MODES") ? getenv("CUDA_BENCH_MODES") : "random";
     float *pinned = NULL;
+    const bool nvtx = getenv("CUDA_BENCH_NVTX") != NULL;
     for (const char *mo = modes; *mo;) {
         const size_t ml = strcspn(mo, ",");
         char mode[32];
@@ -144,9 +146,14 @@ int main(int argc, char **argv) {
                 for (int q = 0; q < S; q++) p[q] = i, sq[q] = q;
                 int32_t bestv[64];
                 ds_batch b1 = { S, tk, p, sq, NULL, ids ? bestv : NULL };
+                /* CUDA_BENCH_NVTX=1: the middle step of the last rep in an NVTX range
+                 * "step", so ncu --nvtx --nvtx-include step/ profiles one decode step */
+                const bool mark = nvtx && r == reps && i == tg / 2;
+                if (mark) nvtxRangePushA("step");
                 a = ds_time_s();
                 if (ds_ctx_decode(c, &b1, nolog ? NULL : out, &err)) { fprintf(stderr, "tg: %s\n", err.msg); return 1; }
                 u += ds_time_s() - a; /* the decode calls only: the greedy pick below is the caller's */
+                if (mark) nvtxRangePop();
                 for (int q = 0; q < S; q++)
                     tk[q] = ids ? bestv[q] : greedy ? argmax(out + (size_t)q * V, V) : tok[(i + 1 + 7 * q) % tg];
             }

@@ -47,7 +47,7 @@ if has build; then
   [ -x "$BUILD/dsinfer" ] || { echo "build FAILED"; exit 1; }
   echo "build: $(( $(date +%s) - t0 )) s with $JOBS jobs"
   gcc -O2 -std=gnu11 -I"$ROOT/src" -I/usr/local/cuda/include "$ROOT/scripts/device/cuda_bench.c" "$BUILD/libdsinfer.a" \
-    -L/usr/local/cuda/lib64 -lcudart $(pkg-config --libs libpcre2-8 libmicrohttpd jansson) -lstdc++ -lm -lpthread \
+    -L/usr/local/cuda/lib64 -lcudart $(pkg-config --libs libpcre2-8 libmicrohttpd jansson) -lstdc++ -lm -lpthread -ldl \
     -o "$BUILD/cuda_bench" || echo "cuda_bench build FAILED"
 fi
 

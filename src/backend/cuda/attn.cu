@@ -12,30 +12,52 @@
 #define MLA_TILE 32
 #define MLA_MAX_LORA 1024 /* kv_lora <= MLA_THREADS * 8 */
 
-/* adjacent pairs (2i, 2i+1) rotated by pos*freq[i]; angle and rotation in
- * double as ds_rope_apply does, so host and device agree to f32 rounding */
-__device__ __forceinline__ void rope_pair(float *x, int i, const float *freq, int32_t pos) {
-    const double a = (double)pos * (double)freq[i];
-    double sn, cs;
-    sincos(a, &sn, &cs);
+/* angle pos*freq[i] and its sine and cosine in double, as ds_rope_apply
+ * does, so host and device agree to f32 rounding */
+__device__ __forceinline__ void rope_angle(int i, const float *freq, int32_t pos, double *sn, double *cs) {
+    sincos((double)pos * (double)freq[i], sn, cs);
+}
+
+/* the adjacent pair (2i, 2i+1) rotated by an angle of that sine and cosine */
+__device__ __forceinline__ void rope_rotate(float *x, int i, double sn, double cs) {
     const double x0 = x[2 * i], x1 = x[2 * i + 1];
     x[2 * i] = (float)(x0 * cs - x1 * sn);
     x[2 * i + 1] = (float)(x0 * sn + x1 * cs);
 }
 
+__device__ __forceinline__ void rope_pair(float *x, int i, const float *freq, int32_t pos) {
+    double sn, cs;
+    rope_angle(i, freq, pos, &sn, &cs);
+    rope_rotate(x, i, sn, cs);
+}
+
+#define ROPE_HEADS 16 /* heads per block of rope_q_kernel */
+#define ROPE_MAX_HALF 128
+
+/* grid (rows, head groups of ROPE_HEADS). Every head of a row turns by the
+ * same angles: the d_rope/2 double sincos are computed once per block into
+ * shared memory (one per pair, not one per head and pair: at 128 heads a
+ * single block's 4096 serial double sincos took ~15 us a layer), then each
+ * thread rotates pairs. */
 __global__ void rope_q_kernel(float *q, int n_head, int d_qk, int d_nope, int d_rope, const float *__restrict__ freq,
                               const int32_t *__restrict__ pos) {
-    const int r = blockIdx.x, half = d_rope / 2;
-    for (int j = threadIdx.x; j < n_head * half; j += blockDim.x) {
-        const int h = j / half, i = j % half;
-        rope_pair(q + ((size_t)r * n_head + h) * d_qk + d_nope, i, freq, pos[r]);
+    __shared__ double ssn[ROPE_MAX_HALF], scs[ROPE_MAX_HALF];
+    const int r = blockIdx.x, half = d_rope / 2, h0 = blockIdx.y * ROPE_HEADS;
+    const int nh = n_head - h0 < ROPE_HEADS ? n_head - h0 : ROPE_HEADS;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) rope_angle(i, freq, pos[r], &ssn[i], &scs[i]);
+    __syncthreads();
+    for (int j = threadIdx.x; j < nh * half; j += blockDim.x) {
+        const int h = h0 + j / half, i = j % half;
+        rope_rotate(q + ((size_t)r * n_head + h) * d_qk + d_nope, i, ssn[i], scs[i]);
     }
 }
 
 extern "C" int ds_cu_rope_q(float *q, int n, int n_head, int d_qk, int d_nope, int d_rope, const float *freq,
                             const int32_t *pos, cudaStream_t s) {
-    if (n <= 0) return 0;
-    rope_q_kernel<<<n, 256, 0, s>>>(q, n_head, d_qk, d_nope, d_rope, freq, pos);
+    if (n <= 0 || d_rope <= 0) return 0;
+    if (d_rope / 2 > ROPE_MAX_HALF) return (int)cudaErrorInvalidValue;
+    rope_q_kernel<<<dim3((unsigned)n, (unsigned)((n_head + ROPE_HEADS - 1) / ROPE_HEADS)), 128, 0, s>>>(
+        q, n_head, d_qk, d_nope, d_rope, freq, pos);
     DS_CU_TRY_LAUNCH();
     return 0;
 }

@@ -68,10 +68,12 @@ __global__ void __launch_bounds__(ROUTE_THREADS) route_kernel(ds_cu_route_params
     const bool w0 = tid == 0;
 
     if (p.n_group > 1) {
+        /* a group's score (its top two summed) per lane, groups strided over
+         * the warp; then the kept groups, one warp argmax each */
+        __shared__ float gscore[64];
+        __shared__ unsigned char gkept[64];
         const int gs = n / p.n_group;
-        float gscore[64];
-        unsigned char gtaken[64], keep[64];
-        for (int g = 0; g < p.n_group; g++) {
+        for (int g = tid; g < p.n_group; g += 32) {
             const float *s = score + g * gs;
             float a = -INFINITY, b = -INFINITY;
             for (int i = 0; i < gs; i++) {
@@ -79,16 +81,17 @@ __global__ void __launch_bounds__(ROUTE_THREADS) route_kernel(ds_cu_route_params
                 else if (s[i] > b) b = s[i];
             }
             gscore[g] = gs > 1 ? a + b : a;
-            gtaken[g] = 0;
-            keep[g] = 0;
+            gkept[g] = 0;
         }
+        __syncwarp();
         for (int j = 0; j < p.n_group_used; j++) {
-            int g = argmax_masked(gscore, gtaken, p.n_group);
-            gtaken[g] = 1;
-            keep[g] = 1;
+            const int g = argmax_masked(gscore, gkept, p.n_group);
+            __syncwarp();
+            if (w0) gkept[g] = 1;
+            __syncwarp();
         }
         for (int i = tid; i < n; i += 32)
-            if (!keep[i / gs]) taken[i] = 1;
+            if (!gkept[i / gs]) taken[i] = 1;
         __syncwarp();
     }
     int32_t *ids = p.ids + (size_t)r * k;
