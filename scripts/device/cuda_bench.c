@@ -76,8 +76,17 @@ int main(int argc, char **argv) {
     ds_ctx_params cp;
     ds_ctx_params_default(&cp);
     cp.device = dev;
-    cp.n_ctx = (int64_t)S * (pp + tg + 64);
-    cp.n_seq = S;
+    /* CUDA_BENCH_DEPTH=D: each stream's tg starts at position D, after an
+     * untimed prefill of D tokens (as a server's slot after its prompt);
+     * CUDA_BENCH_SEQ0=K: the streams are sequences K..K+S-1, not 0.. */
+    const int depth = getenv("CUDA_BENCH_DEPTH") ? atoi(getenv("CUDA_BENCH_DEPTH")) : 0;
+    const int seq0 = getenv("CUDA_BENCH_SEQ0") ? atoi(getenv("CUDA_BENCH_SEQ0")) : 0;
+    if (depth < 0 || depth > pp || depth > 512 || seq0 < 0) {
+        fprintf(stderr, "CUDA_BENCH_DEPTH must be 0..min(pp, 512), CUDA_BENCH_SEQ0 >= 0\n");
+        return 2;
+    }
+    cp.n_ctx = (int64_t)(S + (seq0 > 0)) * (pp + tg + 64); /* sequence 0 keeps the pp test's rows */
+    cp.n_seq = S + seq0;
     if (argc > 7 && atoll(argv[7]) > cp.n_ctx) cp.n_ctx = atoll(argv[7]);
     if (argc > 8 && atoi(argv[8]) > cp.n_seq) cp.n_seq = atoi(argv[8]);
     cp.n_ubatch = pp;
@@ -137,13 +146,20 @@ int main(int argc, char **argv) {
             double a = ds_time_s();
             if (ds_ctx_decode(c, &b, logits, &err)) { fprintf(stderr, "pp: %s\n", err.msg); return 1; }
             double t = ds_time_s() - a;
-            for (int q = 0; q < S; q++) ds_ctx_seq_truncate(c, q, 0);
+            for (int q = 0; q < S; q++) {
+                ds_ctx_seq_truncate(c, seq0 + q, 0);
+                if (!depth) continue;
+                int32_t dsq[512];
+                for (int i = 0; i < depth; i++) dsq[i] = seq0 + q;
+                ds_batch bd = { depth, tok, pos, dsq, NULL, NULL };
+                if (ds_ctx_decode(c, &bd, NULL, &err)) { fprintf(stderr, "depth: %s\n", err.msg); return 1; }
+            }
             double u = 0;
             int32_t tk[64];
             for (int q = 0; q < S; q++) tk[q] = tok[(7 * q) % tg];
             for (int i = 0; i < tg; i++) {
                 int32_t p[64], sq[64];
-                for (int q = 0; q < S; q++) p[q] = i, sq[q] = q;
+                for (int q = 0; q < S; q++) p[q] = depth + i, sq[q] = seq0 + q;
                 int32_t bestv[64];
                 ds_batch b1 = { S, tk, p, sq, NULL, ids ? bestv : NULL };
                 /* CUDA_BENCH_NVTX=1: the middle step of the last rep in an NVTX range

@@ -126,7 +126,7 @@ if has serve; then
   stage "serve on the GPU (ds10): batch-1 overhead vs raw decode, and 8 parallel streams"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   port=18080
-  DSINFER_SCHED_STATS=1 "$BUILD/dsinfer" serve -m /tmp/ds10.gguf --device cuda -c 1024 -np 8 --port $port --metrics \
+  DSINFER_SCHED_STATS=1 DSINFER_CUDA_STEP_STATS=1 "$BUILD/dsinfer" serve -m /tmp/ds10.gguf --device cuda -c 1024 -np 8 --port $port --metrics \
     >/tmp/serve-gpu.log 2>&1 &
   spid=$!
   python3 -c "
@@ -158,9 +158,12 @@ print('engine (totals so far): %d tokens, %.3f s of forward on generated rows, %
   kill $spid; wait $spid 2>/dev/null
   grep -E "engine loop|cuda step stats" /tmp/serve-gpu.log # DSINFER_SCHED_STATS (the loop by part, both soaks together), DSINFER_CUDA_STEP_STATS
   tail -2 /tmp/serve-gpu.log
-  echo "-- raw decode on the same file (cuda_bench: pp16, tg128, 3 reps), then with the server's -c 1024 -np 8"
-  timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 2>&1 | grep -v '^loaded'
-  timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 1 1024 8 2>&1 | grep -E '^pp'
+  echo "-- raw decode on the same file (cuda_bench: pp16, tg128, 3 reps, the server's -c 1024 -np 8): random"
+  echo "   tokens, greedy on the GPU's ids, and ids from position 16 of sequence 3 (as a slot after its prompt)"
+  DSINFER_CUDA_STEP_STATS=1 CUDA_BENCH_MODES=random,ids timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 1 1024 8 \
+    2>&1 | grep -vE '^loaded|loading'
+  DSINFER_CUDA_STEP_STATS=1 CUDA_BENCH_MODES=ids CUDA_BENCH_DEPTH=16 CUDA_BENCH_SEQ0=3 timeout 120 "$BUILD/cuda_bench" \
+    /tmp/ds10.gguf cuda 16 128 3 1 1024 8 2>&1 | grep -E '^pp|step stats'
 fi
 
 if has decode; then

@@ -799,9 +799,10 @@ static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *ro
     if (C->step_stats && graphed) {
         float ms = 0;
         cudaEventElapsedTime(&ms, C->sev0, C->sev1);
-        C->st_steps++;
-        C->st_gpu_ms += ms;
-        C->st_call_s += ds_time_s() - t_call;
+        const int b = n > 1;
+        C->st_steps[b]++;
+        C->st_gpu_ms[b] += ms;
+        C->st_call_s[b] += ds_time_s() - t_call;
     }
     *n_logits = nw;
     return DS_OK;
@@ -825,9 +826,13 @@ static void cu_free(ds_backend *be) {
             cudaEventDestroy(C->ev1);
         }
         cu_hybrid_report(C);
-        if (C->step_stats && C->st_steps)
-            fprintf(stderr, "cuda step stats: %ld graph steps, us per step: %.1f in the call, %.1f on the GPU (graph)\n",
-                    C->st_steps, 1e6 * C->st_call_s / C->st_steps, 1e3 * C->st_gpu_ms / C->st_steps);
+        for (int b = 0; C->step_stats && b < 2; b++)
+            if (C->st_steps[b])
+                fprintf(stderr,
+                        "cuda step stats: %ld graph steps of %s, us per step: %.1f in the call, %.1f on the GPU "
+                        "(graph)\n",
+                        C->st_steps[b], b ? "2+ rows" : "1 row", 1e6 * C->st_call_s[b] / C->st_steps[b],
+                        1e3 * C->st_gpu_ms[b] / C->st_steps[b]);
         if (C->step_stats) {
             cudaEventDestroy(C->sev0);
             cudaEventDestroy(C->sev1);

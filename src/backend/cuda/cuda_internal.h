@@ -107,8 +107,8 @@ typedef struct cu_impl {
      * call (host) and on the GPU (events around the graph), printed at free */
     bool step_stats;
     cudaEvent_t sev0, sev1;
-    long st_steps;
-    double st_call_s, st_gpu_ms;
+    long st_steps[2];          /* [0] one-row steps, [1] steps of more rows */
+    double st_call_s[2], st_gpu_ms[2];
     /* placement (ds_backend_params.placed): only CUDA<gpu>'s weights are here */
     bool placed;
     int gpu, phys;             /* logical GPU of the placement, physical device */
