@@ -90,6 +90,9 @@ int main(int argc, char **argv) {
     if (argc > 7 && atoll(argv[7]) > cp.n_ctx) cp.n_ctx = atoll(argv[7]);
     if (argc > 8 && atoi(argv[8]) > cp.n_seq) cp.n_seq = atoi(argv[8]);
     cp.n_ubatch = pp;
+    /* CUDA_BENCH_UB=U: the micro-batch (-ub) the context is built for, as
+     * dsinfer bench and serve use 512 (the backend's scratch rows) */
+    if (getenv("CUDA_BENCH_UB") && atoi(getenv("CUDA_BENCH_UB")) > 0) cp.n_ubatch = atoi(getenv("CUDA_BENCH_UB"));
     ds_ctx *c;
     if (ds_ctx_create(m, &cp, &c, &err)) { fprintf(stderr, "ctx: %s\n", err.msg); return 1; }
     printf("loaded %s on %s in %.1f s\n", argv[1], dev, ds_time_s() - t0);

@@ -164,6 +164,9 @@ print('engine (totals so far): %d tokens, %.3f s of forward on generated rows, %
     2>&1 | grep -vE '^loaded|loading'
   DSINFER_CUDA_STEP_STATS=1 CUDA_BENCH_MODES=ids CUDA_BENCH_DEPTH=16 CUDA_BENCH_SEQ0=3 timeout 120 "$BUILD/cuda_bench" \
     /tmp/ds10.gguf cuda 16 128 3 1 1024 8 2>&1 | grep -E '^pp|step stats'
+  echo "   the same with -ub 512 (the server's and dsinfer bench's micro-batch)"
+  DSINFER_CUDA_STEP_STATS=1 CUDA_BENCH_MODES=ids CUDA_BENCH_DEPTH=16 CUDA_BENCH_SEQ0=3 CUDA_BENCH_UB=512 timeout 120 \
+    "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 1 1024 8 2>&1 | grep -E '^pp|step stats'
 fi
 
 if has decode; then
