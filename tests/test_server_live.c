@@ -354,12 +354,34 @@ typedef struct conc_arg {
     char *out;
 } conc_arg;
 
+/* A greedy chat that also asks for logprobs: its step needs the logits on
+ * the host, so the batch it shares with ids-only rows copies them all */
+static char *chat_logprobs(int port, const char *content, int max_tokens) {
+    json_t *b = json_pack("{s:[{s:s,s:s}],s:i,s:f,s:b,s:i}", "messages", "role", "user", "content", content,
+                          "max_tokens", max_tokens, "temperature", 0.0, "logprobs", 1, "top_logprobs", 2);
+    char *body = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    json_t *o = post_json(port, "/v1/chat/completions", body);
+    free(body);
+    json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+    const char *c = json_string_value(json_object_get(json_object_get(ch, "message"), "content"));
+    const size_t n_lp = json_array_size(json_object_get(json_object_get(ch, "logprobs"), "content"));
+    CHECK(!c || n_lp > 0, "logprobs request: %zu logprob records", n_lp);
+    char *out = c ? strdup(c) : NULL;
+    json_decref(o);
+    return out;
+}
+
 static void *conc_worker(void *p) {
     conc_arg *a = p;
-    a->out = chat(a->port, g_prompts[a->idx % 4], 20, NULL, NULL, NULL, NULL);
+    if (a->idx % 8 == 5) a->out = chat_logprobs(a->port, g_prompts[a->idx % 4], 20);
+    else a->out = chat(a->port, g_prompts[a->idx % 4], 20, NULL, NULL, NULL, NULL);
     return NULL;
 }
 
+/* 16 clients at once give the single-client texts: greedy rows take the
+ * engine's argmax ids, with no logits copied when a step has only such rows
+ * and from copied logits when a logprobs request (clients 5 and 13) shares it */
 static void test_concurrency(int port) {
     char *single[4];
     for (int i = 0; i < 4; i++) single[i] = chat(port, g_prompts[i], 20, NULL, NULL, NULL, NULL);
