@@ -14,7 +14,8 @@ LOG=$OUTDIR/gpu-check.log
 exec > >(tee -p -a "$LOG") 2>&1
 BUILD=${BUILD:-/tmp/build-gpu}
 STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile serve memcheck"}
-# not in the default list: decode (A/B of the decode paths on ds10, 1 and 8 streams)
+# not in the default list: decode (A/B of the decode paths on ds10, 1 and 8 streams), kernels (ncu:
+# the time of every kernel of one decode step of 1 and 8 rows)
 JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
 mkdir -p "$DS_TEST_TMP"
@@ -184,6 +185,18 @@ if has decode; then
   for st in 1 8; do
     echo "-- where a decode step's time goes (DSINFER_CUDA_PROFILE=1: no graphs, a sync per block), $st stream(s)"
     DSINFER_CUDA_PROFILE=1 timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 32 1 $st 2>&1 | grep -vE '^loaded|loading'
+  done
+fi
+
+if has kernels; then
+  stage "kernels: ncu, every kernel of one ds10 decode step (1 and 8 rows), caches and clocks left as they run"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  for S in 1 8; do
+    echo "-- $S row(s)"
+    CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 280 ncu --nvtx --nvtx-include "step/" --cache-control none \
+      --clock-control none --metrics gpu__time_duration.sum --csv --log-file /tmp/ncu_$S.csv \
+      "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 8 1 $S 1024 8 >/dev/null 2>&1
+    python3 "$ROOT/scripts/device/ncu_table.py" /tmp/ncu_$S.csv 2>&1 | head -30
   done
 fi
 
