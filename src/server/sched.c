@@ -452,15 +452,17 @@ static void step(ds_sched *s) {
      * picks without logprobs need only the argmax id: when every output row
      * is one, no logits come back (on the GPU only the ids cross the bus;
      * at 129k vocabulary that is 0.5 MB per row and a host scan saved) */
-    bool ids_only = true;
+    bool ids_only = true, any_greedy = false;
     for (int r = 0; r < n; r++) {
         if (!s->b_logits[r]) continue;
         ds_slot *sl = &s->slots[s->b_seq[r]];
+        const bool greedy = ds_sampler_is_greedy(sl->job->smp);
         sl->out_row = n_out++;
-        ids_only &= ds_sampler_is_greedy(sl->job->smp) && !sl->job->want_logprobs;
+        any_greedy |= greedy;
+        ids_only &= greedy && !sl->job->want_logprobs;
     }
     ds_batch b = { .n = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_logits,
-                   .best = s->best };
+                   .best = any_greedy ? s->best : NULL };
     ds_error err = { 0 };
     double t0 = ds_time_s();
     ds_status st = ds_ctx_decode(s->c, &b, ids_only ? NULL : s->logits, &err);
