@@ -44,12 +44,6 @@ static double copy_bandwidth(void) {
     return best;
 }
 
-static int32_t argmax(const float *l, size_t n) {
-    size_t b = 0;
-    for (size_t i = 1; i < n; i++) b = l[i] > l[b] ? i : b;
-    return (int32_t)b;
-}
-
 static void mean_sd(const double *v, int n, double *mean, double *sd) {
     double s = 0, q = 0;
     for (int i = 0; i < n; i++) s += v[i];
@@ -174,7 +168,9 @@ int main(int argc, char **argv) {
                 u += ds_time_s() - a; /* the decode calls only: the greedy pick below is the caller's */
                 if (mark) nvtxRangePop();
                 for (int q = 0; q < S; q++)
-                    tk[q] = ids ? bestv[q] : greedy ? argmax(out + (size_t)q * V, V) : tok[(i + 1 + 7 * q) % tg];
+                    tk[q] = ids      ? bestv[q]
+                            : greedy ? ds_argmax_f32(out + (size_t)q * V, V)
+                                     : tok[(i + 1 + 7 * q) % tg];
             }
             if (r > 0) { tpp[r - 1] = pp / t; ttg[r - 1] = (double)S * tg / u; }
         }

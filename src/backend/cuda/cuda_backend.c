@@ -561,14 +561,16 @@ int cu_dev_moe_grouped(cu_impl *C, int il, int n, const float *y, const int32_t 
     return ds_cu_moe_combine(C->moe_y, C->moe_idx + (size_t)C->max_rows * k, w, n, k, E, out, C->s);
 }
 
-/* logits of n rows of h (device) into d_logits [n][V] (n <= LM_CHUNK) */
-static int dev_lm_head(cu_impl *C, int n, const float *h) {
+/* logits of n rows of h (device) into d_logits [n][V] (n <= LM_CHUNK), and
+ * each row's argmax id into best[n] (device) unless best is NULL */
+static int dev_lm_head(cu_impl *C, int n, const float *h, int32_t *best) {
     const ds_hparams *hp = &C->m->hp;
     int rc;
     if ((rc = ds_cu_rmsnorm(h, hp->n_embd, (const float *)C->output_norm.d, hp->n_embd, hp->rms_eps, n, C->xn,
-                            hp->n_embd, C->s)))
+                            hp->n_embd, C->s)) ||
+        (rc = gemv(C, &C->output, 0, hp->n_vocab, C->xn, hp->n_embd, n, C->logits, hp->n_vocab, 0)))
         return rc;
-    return gemv(C, &C->output, 0, hp->n_vocab, C->xn, hp->n_embd, n, C->logits, hp->n_vocab, 0);
+    return best ? ds_cu_argmax_rows(C->logits, n, hp->n_vocab, best, C->s) : 0;
 }
 
 /* ---- the block interface (host activations in and out) --------------------------- */
@@ -656,7 +658,7 @@ static ds_status cu_lm_head(ds_backend *be, const ds_model *m, int n, const floa
     int rc;
     for (int r0 = 0; r0 < n; r0 += LM_CHUNK) {
         const int c = n - r0 < LM_CHUNK ? n - r0 : LM_CHUNK;
-        if ((rc = to_dev(C, C->h, h + (size_t)r0 * E, (size_t)c * E * sizeof(float))) || (rc = dev_lm_head(C, c, C->h)) ||
+        if ((rc = to_dev(C, C->h, h + (size_t)r0 * E, (size_t)c * E * sizeof(float))) || (rc = dev_lm_head(C, c, C->h, NULL)) ||
             (rc = to_host(C, logits + (size_t)r0 * V, C->logits, (size_t)c * V * sizeof(float))))
             return cu_fail(rc, "lm_head");
     }
@@ -718,10 +720,8 @@ static int dev_step(cu_impl *C, int n, int nw, bool lm, bool best) {
                                   C->s));
     }
     if ((rc = dev_layers(C, n, nw))) return rc;
-    if (!lm || nw <= 0) return 0;
-    const int c = nw < LM_CHUNK ? nw : LM_CHUNK;
-    if ((rc = PROF(C, P_LM, dev_lm_head(C, c, C->a)))) return rc;
-    return best ? ds_cu_argmax_rows(C->logits, c, m->hp.n_vocab, C->best, C->s) : 0;
+    return lm && nw > 0 ? PROF(C, P_LM, dev_lm_head(C, nw < LM_CHUNK ? nw : LM_CHUNK, C->a, best ? C->best : NULL))
+                        : 0;
 }
 
 /* a captured graph of dev_step for this (n, nw, best), captured on first use */
@@ -785,8 +785,7 @@ static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *ro
     /* the first chunk's logits (and ids) are in C->logits; later chunks run here */
     for (int r0 = 0; r0 < nw; r0 += LM_CHUNK) {
         const int c = nw - r0 < LM_CHUNK ? nw - r0 : LM_CHUNK;
-        if (r0 > 0 && ((rc = dev_lm_head(C, c, C->a + (size_t)r0 * m->hp.n_embd)) ||
-                       (best && (rc = ds_cu_argmax_rows(C->logits, c, (int64_t)V, C->best + r0, C->s)))))
+        if (r0 > 0 && (rc = dev_lm_head(C, c, C->a + (size_t)r0 * m->hp.n_embd, best ? C->best + r0 : NULL)))
             return cu_fail(rc, "lm_head");
         if (logits && (rc = to_host(C, logits + (size_t)r0 * V, C->logits, (size_t)c * V * sizeof(float))))
             return cu_fail(rc, "logits");
@@ -795,7 +794,8 @@ static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *ro
         if ((rc = to_host(C, C->h_best, C->best, (size_t)nw * sizeof(int32_t)))) return cu_fail(rc, "argmax");
         memcpy(best, C->h_best, (size_t)nw * sizeof(int32_t));
     }
-    if ((nw == 0 || !logits) && cudaStreamSynchronize(C->s) != cudaSuccess) return cu_fail(1, "sync");
+    /* with rows, the copy of the logits or of the ids synced the stream */
+    if (nw == 0 && cudaStreamSynchronize(C->s) != cudaSuccess) return cu_fail(1, "sync");
     if (C->step_stats && graphed) {
         float ms = 0;
         cudaEventElapsedTime(&ms, C->sev0, C->sev1);
