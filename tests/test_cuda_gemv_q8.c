@@ -9,6 +9,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/gemv_q8.h"
+#include "backend/cuda/rowops.h"
 #include "model/synth.h"
 
 #include <cuda_runtime_api.h>
@@ -592,6 +593,59 @@ static void test_silu_quantize(void) {
     free(g); free(u); free(h);
 }
 
+/* ds_cu_rmsnorm_q8 against its two-launch equivalent, ds_cu_rmsnorm then
+ * ds_cu_quantize_q8: the floats and the q8 rows must be equal bit for bit
+ * (same sums in the same order, same rounding), at dims that do and do not
+ * fill the last 256-thread pass, with x rows wider than dim, and in place
+ * (y == x, as for q_a_norm). */
+static void test_rmsnorm_quantize(void) {
+    const int dims[] = { 32, 96, 1056, 1536, 7168, 8192 };
+    const int n = 3;
+    uint64_t st = 91;
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+            const int dim = dims[di];
+            const int64_t ldx = inplace ? dim : dim + 64;
+            float *x = malloc((size_t)n * ldx * sizeof(float)), *w = malloc((size_t)dim * sizeof(float));
+            for (int64_t i = 0; i < n * ldx; i++) x[i] = ds_test_randf(&st) * (i % 97 == 0 ? 20.f : 1.f);
+            for (int i = 0; i < dim; i++) w[i] = 0.5f + ds_test_randf(&st);
+            const size_t xqb = ds_cu_q8_bytes(dim, n), yb = (size_t)n * ldx * sizeof(float);
+            uint8_t *q1 = malloc(xqb), *q2 = malloc(xqb);
+            float *y1 = malloc(yb), *y2 = malloc(yb);
+            float *dx = NULL, *dw = NULL, *dy = NULL;
+            void *dq = NULL;
+            /* fused: y into dy (or over dx in place); two-launch: y into dy, then quantized */
+            bool ok = cudaMalloc((void **)&dx, yb) == cudaSuccess && cudaMalloc((void **)&dy, yb) == cudaSuccess &&
+                      cudaMalloc((void **)&dw, (size_t)dim * 4) == cudaSuccess && cudaMalloc(&dq, xqb) == cudaSuccess &&
+                      cudaMemcpy(dw, w, (size_t)dim * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+                      cudaMemcpy(dx, x, yb, cudaMemcpyHostToDevice) == cudaSuccess &&
+                      cudaMemset(dq, 0xAB, xqb) == cudaSuccess; /* the rows' padding bytes: the same in both runs */
+            float *fy = inplace ? dx : dy;
+            ok = ok && ds_cu_rmsnorm_q8(dx, ldx, dw, dim, 1e-6f, n, fy, ldx, dq, 0) == 0 &&
+                 cudaMemcpy(y1, fy, yb, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                 cudaMemcpy(q1, dq, xqb, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                 cudaMemcpy(dx, x, yb, cudaMemcpyHostToDevice) == cudaSuccess &&
+                 cudaMemset(dq, 0xAB, xqb) == cudaSuccess &&
+                 ds_cu_rmsnorm(dx, ldx, dw, dim, 1e-6f, n, fy, ldx, 0) == 0 &&
+                 ds_cu_quantize_q8(fy, ldx, dim, n, dq, 0) == 0 &&
+                 cudaMemcpy(y2, fy, yb, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                 cudaMemcpy(q2, dq, xqb, cudaMemcpyDeviceToHost) == cudaSuccess;
+            CHECK(ok, "rmsnorm_q8 dim %d launch/copy", dim);
+            bool same_y = true;
+            for (int r = 0; ok && r < n; r++)
+                same_y = same_y && memcmp(y1 + (size_t)r * ldx, y2 + (size_t)r * ldx, (size_t)dim * 4) == 0;
+            CHECK(ok && same_y, "rmsnorm_q8 dim %d%s: y differs from ds_cu_rmsnorm's", dim, inplace ? " in place" : "");
+            CHECK(ok && memcmp(q1, q2, xqb) == 0, "rmsnorm_q8 dim %d%s: q8 rows differ from ds_cu_quantize_q8's", dim,
+                  inplace ? " in place" : "");
+            cudaFree(dx); cudaFree(dy); cudaFree(dw); cudaFree(dq);
+            free(x); free(w); free(q1); free(q2); free(y1); free(y2);
+        }
+    CHECK(ds_cu_rmsnorm_q8(NULL, 48, NULL, 48, 1e-6f, 1, NULL, 48, NULL, 0) != 0, "rmsnorm_q8 refuses dim 48");
+    CHECK(ds_cu_rmsnorm_q8(NULL, 8224, NULL, 8224, 1e-6f, 1, NULL, 8224, NULL, 0) != 0, "rmsnorm_q8 refuses dim 8224");
+    printf("rmsnorm_q8: bit-equal to rmsnorm + quantize_q8 at %zu dims, in place and not\n",
+           sizeof dims / sizeof *dims);
+}
+
 /* ds_cu_quantize_q8 alone: x rows wider than K (the float4 path) and x one
  * float off 16-byte alignment (the scalar path), K not a multiple of 128 */
 static void test_quantize(void) {
@@ -669,6 +723,7 @@ int main(void) {
     }
     test_quantize();
     test_silu_quantize();
+    test_rmsnorm_quantize();
     test_experts(true);
     if (!getenv("DS_CUDA_TEST_QUICK")) test_full_width();
     return ds_test_finish("test_cuda_gemv_q8");

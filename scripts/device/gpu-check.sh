@@ -15,7 +15,9 @@ exec > >(tee -p -a "$LOG") 2>&1
 BUILD=${BUILD:-/tmp/build-gpu}
 STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile serve memcheck"}
 # not in the default list: decode (A/B of the decode paths on ds10, 1 and 8 streams), kernels (ncu:
-# the time of every kernel of one decode step of 1 and 8 rows)
+# the time of every kernel of one decode step of 1 and 8 rows), ab (decode A/B of the env knobs in
+# AB_CFGS, default: the fused quantization, the MLA split chunk), depth (dsinfer bench tg128 at
+# depths 0, 4096, 32768, with the MLA chunk A/B)
 JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
 mkdir -p "$DS_TEST_TMP"
@@ -188,15 +190,39 @@ if has decode; then
   done
 fi
 
+if has ab; then
+  cfgs=${AB_CFGS:-"DSINFER_BASE=1 DSINFER_CUDA_FUSE=0 DSINFER_CUDA_MLA_CHUNK=32 DSINFER_BASE=2"}
+  stage "A/B on ds10, cuda_bench ids: tg128 one stream (the server's -c 1024 -np 8), tg64 eight streams; $cfgs"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  for cfg in $cfgs; do
+    echo "-- $cfg"
+    env "$cfg" DSINFER_CUDA_STEP_STATS=1 CUDA_BENCH_MODES=ids timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 \
+      1 1024 8 2>&1 | grep -E '^pp|of 1 row'
+    env "$cfg" CUDA_BENCH_MODES=ids timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 64 2 8 1024 8 2>&1 | grep -E '^pp'
+  done
+fi
+
+if has depth; then
+  stage "depth: dsinfer bench tg128 at depths 0, 4096, 32768 (ds10), the MLA split chunk A/B"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  for cfg in DSINFER_BASE=1 DSINFER_CUDA_MLA_CHUNK=32; do
+    echo "-- $cfg"
+    env "$cfg" timeout 280 "$BUILD/dsinfer" bench -m /tmp/ds10.gguf --device cuda -p 0 -n 128 -d 0,4096,32768 -r 2 2>&1 |
+      grep -v "^.cuda: loading"
+  done
+  echo "-- the attention tests with one-tile split chunks (DSINFER_CUDA_MLA_CHUNK=32)"
+  (cd "$BUILD" && DSINFER_CUDA_MLA_CHUNK=32 timeout 200 ctest -R 'test_cuda_mla|test_cuda_model' 2>&1 | grep -E "tests passed|Failed|\*\*\*")
+fi
+
 if has kernels; then
   stage "kernels: ncu, every kernel of one ds10 decode step (1 and 8 rows), caches and clocks left as they run"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   for S in 1 8; do
     echo "-- $S row(s)"
     CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 280 ncu --nvtx --nvtx-include "step/" --cache-control none \
-      --clock-control none --metrics gpu__time_duration.sum --csv --log-file /tmp/ncu_$S.csv \
+      --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --log-file /tmp/ncu_$S.csv \
       "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 8 1 $S 1024 8 >/dev/null 2>&1
-    python3 "$ROOT/scripts/device/ncu_table.py" /tmp/ncu_$S.csv 2>&1 | head -30
+    python3 "$ROOT/scripts/device/ncu_table.py" /tmp/ncu_$S.csv 2>&1 | head -70
   done
 fi
 

@@ -242,6 +242,24 @@ static int gemv_heads(cu_impl *C, const cu_w *W, const float *x, int64_t ldx, in
     return product(C, W, 0, W->rows, x, ldx, group_rows, group_stride, n, y, ldy, 0);
 }
 
+/* RMSNorm of n rows into y. When the product that reads y next (next, K
+ * = dim) runs on the int8 GEMV, the same launch quantizes y for it and xq
+ * is marked as holding y (x_ready, as if x_to_q8 had just run): one launch
+ * fewer in front of q_a, q_b, the FFN's gate and the LM head. */
+static int norm_rows(cu_impl *C, const float *x, int64_t ldx, const cu_w *norm, int dim, int n, float *y, int64_t ldy,
+                     const cu_w *next) {
+    const float eps = C->m->hp.rms_eps, *w = (const float *)norm->d;
+    if (C->fuse_q8 && next && next->d && next->K == dim && dim <= DS_CU_RMSNORM_Q8_MAX_DIM &&
+        !use_gemm(C, next->type, n, ldy, 0, 0) && use_q8(C, next, n, ldy, 0, 0)) {
+        int rc = ds_cu_rmsnorm_q8(x, ldx, w, dim, eps, n, y, ldy, C->xq, C->s);
+        if (rc) return rc;
+        C->xq_key = (cu_xkey){ y, ldy, dim, n };
+        C->x_ready = true;
+        return 0;
+    }
+    return ds_cu_rmsnorm(x, ldx, w, dim, eps, n, y, ldy, C->s);
+}
+
 /* a CUDA error (already printed with file:line) as the block's status */
 static ds_status cu_fail(int rc, const char *what) {
     if (!rc) return DS_OK;
@@ -329,13 +347,12 @@ static int dev_attn(cu_impl *C, int il, int n, const float *h, float *out) {
     const int E = hp->n_embd, H = hp->n_head, DQK = hp->d_qk, LR = hp->kv_lora, DR = hp->d_rope, DV = hp->d_v;
     int rc;
     prof_begin(C);
-    if ((rc = ds_cu_rmsnorm(h, E, (const float *)L->attn_norm.d, E, hp->rms_eps, n, C->xn, E, C->s))) return rc;
+    if ((rc = norm_rows(C, h, E, &L->attn_norm, E, n, C->xn, E, hp->q_lora > 0 ? &L->q_a : &L->q))) return rc;
     if (hp->q_lora > 0) {
         if ((rc = gemv(C, &L->q_a, 0, hp->q_lora, C->xn, E, n, C->cq, hp->q_lora, 0))) return rc;
         C->x_ready = true; /* kv_a reads xn too */
         if ((rc = gemv(C, &L->kv_a, 0, LR + DR, C->xn, E, n, C->kvrow, LR + DR, 0))) return rc;
-        if ((rc = ds_cu_rmsnorm(C->cq, hp->q_lora, (const float *)L->q_a_norm.d, hp->q_lora, hp->rms_eps, n, C->cq,
-                                hp->q_lora, C->s)))
+        if ((rc = norm_rows(C, C->cq, hp->q_lora, &L->q_a_norm, hp->q_lora, n, C->cq, hp->q_lora, &L->q_b)))
             return rc;
         if ((rc = gemv(C, &L->q_b, 0, (int64_t)H * DQK, C->cq, hp->q_lora, n, C->q, (int64_t)H * DQK, 0))) return rc;
     } else {
@@ -371,7 +388,15 @@ static int dev_ffn(cu_impl *C, const cu_w *gate, int64_t g0, const cu_w *up, int
     if ((rc = gemv(C, gate, g0, F, y, E, n, C->ffa, F, 0))) return rc;
     C->x_ready = true; /* up reads y too */
     if ((rc = gemv(C, up, u0, F, y, E, n, C->ffb, F, 0))) return rc;
-    if ((rc = ds_cu_silu_mul(C->ffa, C->ffb, F, F, n, C->ffa, F, C->s))) return rc;
+    if (C->fuse_q8 && F % 32 == 0 && !use_gemm(C, down->type, n, F, 0, 0) && use_q8(C, down, n, F, 0, 0)) {
+        /* SwiGLU straight into the down product's q8 input: ffa keys the
+         * quantized rows, whose float values are never written out */
+        if ((rc = ds_cu_silu_quantize_q8(C->ffa, C->ffb, F, n, C->xq, C->s))) return rc;
+        C->xq_key = (cu_xkey){ C->ffa, F, F, n };
+        C->x_ready = true;
+    } else if ((rc = ds_cu_silu_mul(C->ffa, C->ffb, F, F, n, C->ffa, F, C->s))) {
+        return rc;
+    }
     return gemv(C, down, 0, E, C->ffa, F, n, out, E, 0);
 }
 
@@ -566,8 +591,7 @@ int cu_dev_moe_grouped(cu_impl *C, int il, int n, const float *y, const int32_t 
 static int dev_lm_head(cu_impl *C, int n, const float *h, int32_t *best) {
     const ds_hparams *hp = &C->m->hp;
     int rc;
-    if ((rc = ds_cu_rmsnorm(h, hp->n_embd, (const float *)C->output_norm.d, hp->n_embd, hp->rms_eps, n, C->xn,
-                            hp->n_embd, C->s)) ||
+    if ((rc = norm_rows(C, h, hp->n_embd, &C->output_norm, hp->n_embd, n, C->xn, hp->n_embd, &C->output)) ||
         (rc = gemv(C, &C->output, 0, hp->n_vocab, C->xn, hp->n_embd, n, C->logits, hp->n_vocab, 0)))
         return rc;
     return best ? ds_cu_argmax_rows(C->logits, n, hp->n_vocab, best, C->s) : 0;
@@ -686,8 +710,10 @@ static int dev_layers(cu_impl *C, int n, int nw) {
     for (int il = 0; il < hp->n_layer; il++) {
         if ((rc = dev_attn(C, il, n, C->h, C->a)) || (rc = PROF(C, P_NORM, ds_cu_add(C->h, C->a, (int64_t)nE, C->s))))
             return rc;
-        if ((rc = PROF(C, P_NORM, ds_cu_rmsnorm(C->h, hp->n_embd, (const float *)C->L[il].ffn_norm.d, hp->n_embd,
-                                                hp->rms_eps, n, C->y, hp->n_embd, C->s))))
+        const cu_layer *L = &C->L[il]; /* the FFN's first product reads y: gate (dense) or the shared expert's */
+        const cu_w *first = !C->m->layers[il].is_moe ? &L->ffn_gate : L->gate_shexp.d ? &L->gate_shexp : NULL;
+        if ((rc = PROF(C, P_NORM,
+                       norm_rows(C, C->h, hp->n_embd, &L->ffn_norm, hp->n_embd, n, C->y, hp->n_embd, first))))
             return rc;
         if (!C->m->layers[il].is_moe) {
             if ((rc = PROF(C, P_DENSE, dev_dense(C, il, n, C->y, C->f)))) return rc;
@@ -922,6 +948,8 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     const char *q8 = getenv("DSINFER_GEMV_Q8");
     C->gemv_q8 = !(q8 && q8[0] == '0');
     /* the decode MoE on them too (DSINFER_CUDA_MOE_Q8=0: the f32 kernels of moe.cu) */
+    const char *fq = getenv("DSINFER_CUDA_FUSE");
+    C->fuse_q8 = !(fq && fq[0] == '0');
     const char *mq = getenv("DSINFER_CUDA_MOE_Q8");
     C->moe_q8 = C->gemv_q8 && !(mq && mq[0] == '0');
     /* products of up to this many rows on the int8 GEMV (passes of 8; beyond, the f32 GEMV's passes of 16);

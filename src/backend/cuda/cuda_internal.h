@@ -84,6 +84,7 @@ typedef struct cu_impl {
      * (the rows xq_key names; x_ready as for xh) */
     bool gemv_q8;
     bool moe_q8;     /* the decode MoE too (expert mode) */
+    bool fuse_q8;    /* quantize in the producer: RMSNorm, SwiGLU (DSINFER_CUDA_FUSE=0: separate launches) */
     int q8_max_rows; /* products of up to this many rows (DS_CU_Q8_MAX_ROWS, DSINFER_Q8_MAX_ROWS) */
     void *xq;
     cu_xkey xq_key;

@@ -21,6 +21,7 @@
  * CPU so tests check the index math without a GPU. */
 #include "gemv_q8.h"
 #include "cuda_check.h"
+#include "rownorm.cuh"
 
 #include <cuda_fp16.h>
 #include <math.h>
@@ -952,6 +953,72 @@ extern "C" int ds_cu_quantize_q8(const float *x, int64_t ldx, int64_t K, int n, 
 extern "C" int ds_cu_silu_quantize_q8(const float *g, const float *u, int64_t K, int n, void *xq, cudaStream_t s) {
     return q8_quant_launch<true>(g, u, K, K, n, xq, s, "silu_quantize_q8");
 }
+
+/* RMSNorm of each row into y and its q8 blocks into xq in one pass: what
+ * ds_cu_rmsnorm then ds_cu_quantize_q8 write, bit for bit (rownorm.cuh's
+ * sums and scale, the same f32 expression x * scale * w, the same block
+ * rounding). One block of RN_THREADS per row, dim <= RN_MAX_DIM: the normed
+ * row goes through shared memory from rownorm's element order (t + k * 256)
+ * to the quantizer's (4 consecutive values a thread, 8 threads a 32-block;
+ * the pass loop has the same trip count on every lane, as the shuffles
+ * need). y may alias x: rn_row_scale's barrier comes after every read of x. */
+__global__ void __launch_bounds__(RN_THREADS)
+q8_rmsnorm_kernel(const float *x, int64_t ldx, const float *__restrict__ w, int dim, float eps, float *y, int64_t ldy,
+                  uint8_t *__restrict__ xq, size_t xrs) {
+    __shared__ __align__(16) float ys[RN_MAX_DIM];
+    const float *xr = x + (size_t)blockIdx.x * ldx;
+    float *yr = y + (size_t)blockIdx.x * ldy;
+    uint8_t *row = xq + (size_t)blockIdx.x * xrs;
+    float v[RN_MAXV];
+    const float scale = rn_row_scale(xr, dim, eps, v);
+#pragma unroll
+    for (int k = 0; k < RN_MAXV; k++) {
+        const int i = threadIdx.x + k * RN_THREADS;
+        if (i < dim) ys[i] = v[k] * scale * w[i];
+    }
+    __syncthreads();
+    const int groups = dim / 4;
+    for (int base = 0; base < groups; base += RN_THREADS) {
+        const int c = base + threadIdx.x;
+        const bool live = c < groups; /* dim % 32 == 0: a 32-block is all live or all not */
+        const float4 f = live ? *(const float4 *)(ys + 4 * c) : make_float4(0.f, 0.f, 0.f, 0.f);
+        const float u[4] = { f.x, f.y, f.z, f.w };
+        float m = fmaxf(fmaxf(fabsf(u[0]), fabsf(u[1])), fmaxf(fabsf(u[2]), fabsf(u[3])));
+#pragma unroll
+        for (int o = 4; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
+        const float id = q8_inv_scale(m);
+        int q[4], sum = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) sum += q[k] = q8_round(u[k] * id);
+#pragma unroll
+        for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+        if (live) {
+#pragma unroll
+            for (int k = 0; k < 4; k++) yr[4 * c + k] = u[k];
+            *(uint32_t *)(row + 4 * c) = (uint32_t)(q[0] & 0xFF) | (uint32_t)(q[1] & 0xFF) << 8 |
+                                         (uint32_t)(q[2] & 0xFF) << 16 | (uint32_t)(q[3] & 0xFF) << 24;
+            if ((c & 7) == 0) {
+                const float d = q8_scale(m);
+                ((float2 *)(row + dim))[c / 8] = make_float2(d, d * (float)sum);
+            }
+        }
+    }
+}
+
+extern "C" int ds_cu_rmsnorm_q8(const float *x, int64_t ldx, const float *w, int dim, float eps, int n, float *y,
+                                int64_t ldy, void *xq, cudaStream_t s) {
+    if (n <= 0) return 0;
+    if (dim <= 0 || dim % 32 || dim > DS_CU_RMSNORM_Q8_MAX_DIM || ((uintptr_t)xq & 15)) {
+        fprintf(stderr, "cuda error %s:%d: rmsnorm_q8 needs dim %% 32 == 0, dim <= %d and 16-byte aligned xq\n",
+                __FILE__, __LINE__, DS_CU_RMSNORM_Q8_MAX_DIM);
+        return (int)cudaErrorInvalidValue;
+    }
+    q8_rmsnorm_kernel<<<n, RN_THREADS, 0, s>>>(x, ldx, w, dim, eps, y, ldy, (uint8_t *)xq, ds_cu_q8_row_bytes(dim));
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+static_assert(RN_MAX_DIM == DS_CU_RMSNORM_Q8_MAX_DIM, "gemv_q8.h's limit is rownorm's");
 
 extern "C" void ds_cu_quantize_q8_host(const float *x, int64_t ldx, int64_t K, int n, void *xq) {
     const size_t xrs = ds_cu_q8_row_bytes(K);

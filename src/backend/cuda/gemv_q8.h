@@ -88,6 +88,14 @@ int ds_cu_gemv_q8_experts(const ds_cu_gemv_params *p, const void *xq, const ds_c
  * quantized as ds_cu_quantize_q8 does). */
 int ds_cu_silu_quantize_q8(const float *g, const float *u, int64_t K, int n, void *xq, cudaStream_t s);
 
+/* RMSNorm of n rows (dim % 32 == 0, dim <= DS_CU_RMSNORM_Q8_MAX_DIM) into
+ * y, as ds_cu_rmsnorm writes it, and those rows quantized into xq as
+ * ds_cu_quantize_q8 would: one launch instead of two in front of a decode
+ * product. y may alias x. */
+#define DS_CU_RMSNORM_Q8_MAX_DIM 8192
+int ds_cu_rmsnorm_q8(const float *x, int64_t ldx, const float *w, int dim, float eps, int n, float *y, int64_t ldy,
+                     void *xq, cudaStream_t s);
+
 /* Test hooks, no GPU needed: the same computations on the CPU. quantize_host
  * writes bit for bit what ds_cu_quantize_q8 writes; gemv_q8_host runs the
  * kernel's per-lane code (index math, staging offsets, decoding, integer

@@ -40,7 +40,7 @@
  * log2 units (scale includes log2 e) and exponentiated with exp2f.
  *
  * Split-KV. With few rows (decode), n_split blocks share a row's tokens in
- * whole tiles (chunks of at least MIN_CHUNK tokens, from pos[r] on the
+ * whole tiles (chunks of at least min_chunk tokens, from pos[r] on the
  * device, so one launch serves any context and CUDA graphs can replay it);
  * each writes its normalised partial output, max and sum to the workspace
  * and mla_tc_combine merges them by log-sum-exp weights. With many rows
@@ -51,6 +51,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 namespace {
 
@@ -60,7 +61,12 @@ constexpr int MAX_LORA = 512;
 constexpr int MAX_ROPE = 64;
 constexpr int O_NT = MAX_LORA / WPM / 8; /* O n-tiles (8 columns) per warp at the widest */
 constexpr int MAX_SPLIT = 256;  /* combine's shared weight table */
-constexpr int MIN_CHUNK = 128;  /* tokens: a split smaller than this costs more in partials than it saves */
+/* Tokens a split takes at least: a split smaller than this costs more in
+ * partials (n_head x kv_lora floats each, 256 KiB a row at V3 widths, read
+ * back by the combine) than it saves. DSINFER_CUDA_MLA_CHUNK=N sets it
+ * (rounded up to whole tiles) for A/B runs: one-tile chunks (32) measured
+ * no faster at ~150 cached tokens on an H200 (session 7). */
+constexpr int DEFAULT_MIN_CHUNK = 128;
 constexpr float LOG2E = 1.4426950408889634f;
 
 /* Everything a block needs; shapes in the notation of attn.h. */
@@ -74,6 +80,7 @@ struct mla_tc_params {
     ds_cu_kv_view kv;   /* the paged cache; row_dim == kv_lora + d_rope */
     int il;             /* layer */
     int n, n_head, d_qk, d_nope, kv_lora, d_rope, n_split;
+    int min_chunk;      /* tokens a split takes at least (a multiple of the tile) */
     float kq_scale;
 };
 
@@ -159,11 +166,12 @@ __device__ __forceinline__ size_t tok_off(const ds_cu_kv_view &kv, int il, int t
 }
 
 /* Tokens [*tb, *te] of a row ending at `last` that split `split` covers:
- * chunks of whole NT-token tiles, at least MIN_CHUNK long; empty when *tb > *te. */
-__device__ __forceinline__ void split_range(int32_t last, int split, int n_split, int nt, int *tb, int *te) {
+ * chunks of whole NT-token tiles, at least min_chunk long; empty when *tb > *te. */
+__device__ __forceinline__ void split_range(int32_t last, int split, int n_split, int nt, int min_chunk, int *tb,
+                                            int *te) {
     int chunk = (last + n_split) / n_split; /* ceil((last + 1) / n_split) */
     chunk = (chunk + nt - 1) / nt * nt;
-    if (chunk < MIN_CHUNK) chunk = MIN_CHUNK;
+    if (chunk < min_chunk) chunk = min_chunk;
     *tb = split * chunk;
     *te = min(last, *tb + chunk - 1);
 }
@@ -315,7 +323,7 @@ __global__ void __launch_bounds__(MT * WPM * 32, 1) mla_tc_kernel(const mla_tc_p
     const int32_t last = p.kv.pos[r];
     const int tab = p.kv.row_tab[r];
     int tb, te;
-    split_range(last, split, p.n_split, NT, &tb, &te);
+    split_range(last, split, p.n_split, NT, p.min_chunk, &tb, &te);
     if (tb > te) {
         write_empty<MT>(p, r, split, h0);
         return;
@@ -458,29 +466,55 @@ __global__ void __launch_bounds__(MT * WPM * 32, 1) mla_tc_kernel(const mla_tc_p
 }
 
 /* olat[r][h] = sum_s w_s po[r][s][h] / sum_s w_s, w_s = pl * 2^(pm - max pm):
- * the splits' softmaxes rescaled to the common max. grid (n_head, n), 128 threads. */
-__global__ void __launch_bounds__(128) mla_tc_combine(const float *__restrict__ po, const float *__restrict__ pm,
-                                                      const float *__restrict__ pl, int n_split, int n_head, int L,
-                                                      float *__restrict__ olat) {
-    __shared__ float w[MAX_SPLIT];
+ * the splits' softmaxes rescaled to the common max. grid (n_head, n), 128
+ * threads. Latency-bound at decode (one row, ~10 us when every load waited
+ * for the one before): the split table is read in parallel into shared
+ * memory, and each thread's output columns load together per split. */
+constexpr int CB_THREADS = 128;
+constexpr int CB_COLS = MAX_LORA / CB_THREADS;
+__global__ void __launch_bounds__(CB_THREADS) mla_tc_combine(const float *__restrict__ po, const float *__restrict__ pm,
+                                                             const float *__restrict__ pl, int n_split, int n_head,
+                                                             int L, float *__restrict__ olat) {
+    __shared__ float w[MAX_SPLIT], m[MAX_SPLIT];
+    __shared__ float inv_tot;
     const int h = blockIdx.x, r = blockIdx.y;
     const size_t at = (size_t)r * n_split * n_head + h; /* split s at at + s * n_head */
-    float mx = -INFINITY;
-    for (int s = 0; s < n_split; s++)
-        if (pl[at + (size_t)s * n_head] > 0.f) mx = fmaxf(mx, pm[at + (size_t)s * n_head]);
-    for (int s = threadIdx.x; s < n_split; s += blockDim.x) {
+    for (int s = threadIdx.x; s < n_split; s += CB_THREADS) {
         const float l = pl[at + (size_t)s * n_head];
-        w[s] = l > 0.f ? l * exp2f(pm[at + (size_t)s * n_head] - mx) : 0.f;
+        w[s] = l;
+        m[s] = l > 0.f ? pm[at + (size_t)s * n_head] : -INFINITY;
     }
     __syncthreads();
-    float tot = 0.f;
-    for (int s = 0; s < n_split; s++) tot += w[s];
-    const float inv = tot > 0.f ? 1.f / tot : 0.f;
-    for (int d = threadIdx.x; d < L; d += blockDim.x) {
-        float acc = 0.f;
-        for (int s = 0; s < n_split; s++) /* empty splits never wrote po: skip, 0 * garbage may be NaN */
-            if (w[s] > 0.f) acc += w[s] * po[(at + (size_t)s * n_head) * L + d];
-        olat[((size_t)r * n_head + h) * L + d] = acc * inv;
+    if (threadIdx.x == 0) { /* the same order of operations as before: max, then weights, then their sum */
+        float mx = -INFINITY;
+        for (int s = 0; s < n_split; s++) mx = fmaxf(mx, m[s]);
+        float tot = 0.f;
+        for (int s = 0; s < n_split; s++) {
+            w[s] = w[s] > 0.f ? w[s] * exp2f(m[s] - mx) : 0.f;
+            tot += w[s];
+        }
+        inv_tot = tot > 0.f ? 1.f / tot : 0.f;
+    }
+    __syncthreads();
+    float acc[CB_COLS];
+#pragma unroll
+    for (int j = 0; j < CB_COLS; j++) acc[j] = 0.f;
+    for (int s = 0; s < n_split; s++) { /* empty splits never wrote po: skip, 0 * garbage may be NaN */
+        const float ws = w[s];
+        if (ws > 0.f) {
+            const float *src = po + (at + (size_t)s * n_head) * L;
+#pragma unroll
+            for (int j = 0; j < CB_COLS; j++) {
+                const int d = threadIdx.x + j * CB_THREADS;
+                if (d < L) acc[j] += ws * src[d];
+            }
+        }
+    }
+    const float inv = inv_tot;
+#pragma unroll
+    for (int j = 0; j < CB_COLS; j++) {
+        const int d = threadIdx.x + j * CB_THREADS;
+        if (d < L) olat[((size_t)r * n_head + h) * L + d] = acc[j] * inv;
     }
 }
 
@@ -494,7 +528,18 @@ struct tc_cfg {
     mla_tc_fn fn;
     int n_sm;      /* multiprocessors of the device */
     int per_sm;    /* resident blocks per multiprocessor */
+    int min_chunk; /* tokens a split takes at least: whole tiles */
 };
+
+/* DSINFER_CUDA_MLA_CHUNK, read once */
+int env_min_chunk() {
+    static const int v = [] {
+        const char *e = getenv("DSINFER_CUDA_MLA_CHUNK");
+        const int x = e ? atoi(e) : DEFAULT_MIN_CHUNK;
+        return x > 0 ? x : DEFAULT_MIN_CHUNK;
+    }();
+    return v;
+}
 
 size_t smem_bytes(int mt, int nt, int D) {
     return (size_t)(16 * mt * (D + PAD) + 2 * nt * (D + PAD) + mt * 16 * (nt + PAD)) * 2 +
@@ -542,6 +587,8 @@ int pick_cfg(bool bf, int n_head, int D, tc_cfg *c) {
     c->threads = mt * WPM * 32;
     c->smem = smem_bytes(mt, c->nt, D);
     if (c->smem > (size_t)optin) return (int)cudaErrorInvalidValue;
+    c->min_chunk = (env_min_chunk() + c->nt - 1) / c->nt * c->nt;
+    if (c->min_chunk < c->nt) c->min_chunk = c->nt;
     c->fn = bf ? kernel_for<true>(mt) : kernel_for<false>(mt);
     DS_CU_TRY(cudaFuncSetAttribute(c->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem));
     DS_CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->per_sm, c->fn, c->threads, c->smem));
@@ -551,12 +598,12 @@ int pick_cfg(bool bf, int n_head, int D, tc_cfg *c) {
 
 /* Splits per row: enough blocks for one full wave of the device when the
  * rows' head tiles alone fall short, no more than a row of t_max tokens can
- * give MIN_CHUNK each, and never more than MAX_SPLIT. */
+ * give min_chunk each, and never more than MAX_SPLIT. */
 int want_splits(int n, int n_ht, const tc_cfg &c, int64_t t_max) {
     const int64_t base = (int64_t)n * n_ht, target = (int64_t)c.n_sm * c.per_sm;
     if (base >= target) return 1;
     int64_t s = target / base;
-    const int64_t useful = (t_max + MIN_CHUNK - 1) / MIN_CHUNK;
+    const int64_t useful = (t_max + c.min_chunk - 1) / c.min_chunk;
     if (s > useful) s = useful;
     if (s > MAX_SPLIT) s = MAX_SPLIT;
     return s < 2 ? 1 : (int)s;
@@ -619,11 +666,13 @@ extern "C" int ds_cu_mla_tc(const float *qabs, const float *q, int n, int n_head
     p.kv_lora = kv_lora;
     p.d_rope = d_rope;
     p.n_split = ns;
+    p.min_chunk = c.min_chunk;
     p.kq_scale = kq_scale;
     c.fn<<<dim3((unsigned)n_ht, (unsigned)ns, (unsigned)n), c.threads, c.smem, s>>>(p);
     DS_CU_TRY_LAUNCH();
     if (ns > 1) {
-        mla_tc_combine<<<dim3((unsigned)n_head, (unsigned)n), 128, 0, s>>>(p.po, p.pm, p.pl, ns, n_head, kv_lora, olat);
+        mla_tc_combine<<<dim3((unsigned)n_head, (unsigned)n), CB_THREADS, 0, s>>>(p.po, p.pm, p.pl, ns, n_head,
+                                                                                  kv_lora, olat);
         DS_CU_TRY_LAUNCH();
     }
     return 0;

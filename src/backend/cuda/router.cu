@@ -7,6 +7,7 @@
 
 #define ROUTE_MAX_EXPERTS 1024
 #define ROUTE_THREADS 256
+#define ROUTE_MAX_K 64 /* experts a token uses, at most */
 
 /* Index of the largest v[i] among untaken ones, ties to the lowest i, -1 if
  * none — ds_moe_select's argmax, by one warp: each lane scans every 32nd
@@ -14,11 +15,15 @@
 __device__ int argmax_masked(const float *v, const unsigned char *taken, int n) {
     const int lane = threadIdx.x & 31;
     int best = -1;
-    for (int i = lane; i < n; i += 32)
-        if (!taken[i] && (best < 0 || v[i] > v[best])) best = i;
+    float bv = 0.f; /* v[best] carried in a register: no shared read per comparison */
+    for (int i = lane; i < n; i += 32) {
+        const float x = v[i];
+        if (!taken[i] && (best < 0 || x > bv)) best = i, bv = x;
+    }
     for (int o = 16; o > 0; o >>= 1) {
         const int other = __shfl_xor_sync(0xffffffffu, best, o);
-        if (other >= 0 && (best < 0 || v[other] > v[best] || (v[other] == v[best] && other < best))) best = other;
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        if (other >= 0 && (best < 0 || ov > bv || (ov == bv && other < best))) best = other, bv = ov;
     }
     return best;
 }
@@ -94,13 +99,16 @@ __global__ void __launch_bounds__(ROUTE_THREADS) route_kernel(ds_cu_route_params
             if (!gkept[i / gs]) taken[i] = 1;
         __syncwarp();
     }
-    int32_t *ids = p.ids + (size_t)r * k;
-    float *w = p.weights + (size_t)r * k;
+    /* the picks and their weights stay in shared memory until one final
+     * write: reading back what was just stored to global cost an L2 round
+     * trip per expert, three times over */
+    __shared__ int32_t sel[ROUTE_MAX_K];
+    __shared__ float wj[ROUTE_MAX_K];
     const int32_t *forced = p.forced ? p.forced + (size_t)r * k : NULL;
     float margin = INFINITY;
     if (forced && forced[0] >= 0) {
         if (w0)
-            for (int j = 0; j < k; j++) ids[j] = forced[j];
+            for (int j = 0; j < k; j++) sel[j] = forced[j];
     } else {
         int last = -1; /* the same in every lane: the warp argmax ends with one answer */
         for (int j = 0; j < k; j++) {
@@ -108,7 +116,7 @@ __global__ void __launch_bounds__(ROUTE_THREADS) route_kernel(ds_cu_route_params
             __syncwarp();
             if (w0) {
                 taken[last] = 1;
-                ids[j] = last;
+                sel[j] = last;
             }
             __syncwarp();
         }
@@ -117,22 +125,28 @@ __global__ void __launch_bounds__(ROUTE_THREADS) route_kernel(ds_cu_route_params
     }
     __syncwarp();
     if (!w0) return;
+    int32_t *ids = p.ids + (size_t)r * k;
+    float *w = p.weights + (size_t)r * k;
     double sum = 0;
     for (int j = 0; j < k; j++) {
-        w[j] = prob[ids[j]];
-        sum += w[j];
+        wj[j] = prob[sel[j]];
+        sum += wj[j];
     }
     if (p.norm) {
         double den = sum > 6.103515625e-5 ? sum : 6.103515625e-5;
-        for (int j = 0; j < k; j++) w[j] = (float)(w[j] / den);
+        for (int j = 0; j < k; j++) wj[j] = (float)(wj[j] / den);
     }
-    for (int j = 0; j < k; j++) w[j] *= p.scale;
+    for (int j = 0; j < k; j++) {
+        ids[j] = sel[j];
+        w[j] = wj[j] * p.scale;
+    }
     if (p.margin) p.margin[r] = margin;
 }
 
 extern "C" int ds_cu_route(const ds_cu_route_params *p) {
     if (p->n <= 0) return 0;
-    if (p->n_expert > ROUTE_MAX_EXPERTS || p->n_group > 64 || p->k < 1) return (int)cudaErrorInvalidValue;
+    if (p->n_expert > ROUTE_MAX_EXPERTS || p->n_group > 64 || p->k < 1 || p->k > ROUTE_MAX_K)
+        return (int)cudaErrorInvalidValue;
     route_kernel<<<p->n, ROUTE_THREADS, 0, p->stream>>>(*p);
     DS_CU_TRY_LAUNCH();
     return 0;

@@ -4,34 +4,33 @@
  * fused into the GEMVs yet. */
 #include "rowops.h"
 #include "cuda_check.h"
+#include "rownorm.cuh"
 
 #include <climits>
 
-#define ROW_THREADS 256
-
-__global__ void __launch_bounds__(ROW_THREADS)
+__global__ void __launch_bounds__(RN_THREADS)
 rmsnorm_kernel(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w, int dim, float eps,
                float *y, int64_t ldy) {
-    __shared__ double part[ROW_THREADS / 32];
     const float *xr = x + (size_t)blockIdx.x * ldx;
     float *yr = y + (size_t)blockIdx.x * ldy;
-    double ss = 0;
-    for (int i = threadIdx.x; i < dim; i += ROW_THREADS) ss += (double)xr[i] * xr[i];
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    double tot = 0;
+    float v[RN_MAXV];
+    const float scale = rn_row_scale(xr, dim, eps, v);
+    /* every thread read x before the barrier in rn_row_scale (y may alias x) */
+    if (dim <= RN_MAX_DIM) {
 #pragma unroll
-    for (int i = 0; i < ROW_THREADS / 32; i++) tot += part[i];
-    const float scale = (float)(1.0 / sqrt(tot / dim + eps));
-    /* every thread read part[] before anyone writes y (y may alias x) */
-    for (int i = threadIdx.x; i < dim; i += ROW_THREADS) yr[i] = xr[i] * scale * w[i];
+        for (int k = 0; k < RN_MAXV; k++) {
+            const int i = threadIdx.x + k * RN_THREADS;
+            if (i < dim) yr[i] = v[k] * scale * w[i];
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += RN_THREADS) yr[i] = xr[i] * scale * w[i];
+    }
 }
 
 extern "C" int ds_cu_rmsnorm(const float *x, int64_t ldx, const float *w, int dim, float eps, int n, float *y,
                              int64_t ldy, cudaStream_t s) {
     if (n <= 0) return 0;
-    rmsnorm_kernel<<<n, ROW_THREADS, 0, s>>>(x, ldx, w, dim, eps, y, ldy);
+    rmsnorm_kernel<<<n, RN_THREADS, 0, s>>>(x, ldx, w, dim, eps, y, ldy);
     DS_CU_TRY_LAUNCH();
     return 0;
 }
