@@ -216,8 +216,8 @@ static void run_case(const q8_case *c) {
         }
     }
 
-    ds_cu_gemv_q8_cfg cfgs[6] = { { 0, 0 }, { 1, 1 }, { 2, 2 }, { 4, 3 }, { 4, 4 }, { 2, 4 } };
-    const int ncfg = c->all_cfg ? 6 : 1;
+    ds_cu_gemv_q8_cfg cfgs[8] = { { 0, 0 }, { 1, 1 }, { 2, 2 }, { 4, 3 }, { 4, 4 }, { 2, 4 }, { 1, 6 }, { 4, 8 } };
+    const int ncfg = c->all_cfg ? 8 : 1;
     ds_cu_gemv_params p = { .w = w, .type = t, .K = K, .M = M, .row_bytes = rb, .x = NULL, .ldx = ldx,
                             .group_rows = c->group_rows, .group_stride = c->group_stride, .ldy = ldy, .n = n };
     const size_t ybytes = (size_t)n * ldy * sizeof(float);

@@ -30,6 +30,12 @@
 
 #define Q8_HD __host__ __device__ __forceinline__
 #define Q8_WARPS 4 /* warps per block */
+/* Stages a warp may ring through. The plan's default cap is 4; matrices of
+ * few rows (q_a, kv_a, the shared expert: ~600-2000 warps on 132 SMs) keep
+ * only ~6 KB of weights in flight per SM at 4, far under the ~40 KB the
+ * plan aims for, so DSINFER_Q8_STAGES_CAP=N (<= Q8_MAX_STAGES) lets the
+ * plan go deeper for an A/B (not measured yet, session 7). */
+#define Q8_MAX_STAGES 8
 
 /* ds_type ids (GGUF file-format constants; quant/quant.h is C11-only) */
 enum { Q8T_Q8_0 = 8, Q8T_Q2_K = 10, Q8T_Q3_K = 11, Q8T_Q4_K = 12, Q8T_Q5_K = 13, Q8T_Q6_K = 14 };
@@ -477,7 +483,7 @@ struct q8_args {
     int64_t ldy;
     int nr, accumulate;
     int lg;               /* lanes per row group: a power of 2, LPS..32 */
-    int stages;           /* shared-memory slots per warp, 1..4 */
+    int stages;           /* shared-memory slots per warp, 1..Q8_MAX_STAGES */
     int str;              /* stage bytes per weight row per slot (a multiple of 16) */
 };
 
@@ -651,7 +657,11 @@ __device__ __forceinline__ void q8_gemv_body(const q8_args &a) {
         case 1: q8_wait<0>(); break;
         case 2: q8_wait<1>(); break;
         case 3: q8_wait<2>(); break;
-        default: q8_wait<3>(); break;
+        case 4: q8_wait<3>(); break;
+        case 5: q8_wait<4>(); break;
+        case 6: q8_wait<5>(); break;
+        case 7: q8_wait<6>(); break;
+        default: q8_wait<7>(); break;
         }
         __syncwarp(); /* every lane's copies visible to the warp */
         L.compute(a, step, ws + ring.cs * slot);
@@ -741,6 +751,17 @@ static int q8_lanes(int64_t nunits, int lps) {
  * SM holds (at most ~16; 132 SMs, an H100/H200) keep ~40 KB of weights in
  * flight (latency x bandwidth per SM), 2..4, never more than the steps.
  * AL: the alignment every unit start has in the stage. */
+/* the plan's stage cap: 4, or DSINFER_Q8_STAGES_CAP (2..Q8_MAX_STAGES), read once */
+static int q8_stages_cap() {
+    static int cap = 0;
+    if (!cap) {
+        const char *e = getenv("DSINFER_Q8_STAGES_CAP");
+        const int v = e ? atoi(e) : 4;
+        cap = v < 2 ? 2 : v > Q8_MAX_STAGES ? Q8_MAX_STAGES : v;
+    }
+    return cap;
+}
+
 template <int T>
 static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cfg, int NR, const ds_cu_q8_experts *ex,
                          q8_plan *pl) {
@@ -760,8 +781,9 @@ static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cf
     const int64_t nsteps = (nunits + spg - 1) / spg, warps = (Mall + (int64_t)G * R - 1) / ((int64_t)G * R);
     const double wsm = warps / 132.0 < 16 ? warps / 132.0 : 16, step_bytes = (double)G * R * spg * W::SBB;
     const double want = 1 + ceil(40960.0 / (wsm * step_bytes));
-    int S = want < 2 ? 2 : want > 4 ? 4 : (int)want;
-    if (cfg && cfg->stages > 0) S = cfg->stages > 4 ? 4 : cfg->stages;
+    const int cap = q8_stages_cap();
+    int S = want < 2 ? 2 : want > cap ? cap : (int)want;
+    if (cfg && cfg->stages > 0) S = cfg->stages > Q8_MAX_STAGES ? Q8_MAX_STAGES : cfg->stages;
     if (S > nsteps) S = (int)nsteps;
     pl->str = q8_stage_row(spg, W::SBB);
     while (S > 1 && (size_t)Q8_WARPS * S * G * R * pl->str > 160 * 1024) S--; /* leave room for 1+ blocks per SM */

@@ -56,7 +56,7 @@ int ds_cu_gemv_q8(const ds_cu_gemv_params *p, const void *xq);
 /* Launch choices, for benchmarks and tests (0 = the launcher's choice):
  * rows = weight rows per lane group (1, 2 or 4; 2 at most for 3-8 x rows;
  * reduced until it divides group_rows), stages = weight steps in shared
- * memory per warp (1..4: stages - 1 steps of loads in flight while one is
+ * memory per warp (1..8: stages - 1 steps of loads in flight while one is
  * computed). */
 typedef struct ds_cu_gemv_q8_cfg {
     int rows;
