@@ -531,6 +531,20 @@ struct tc_cfg {
     int min_chunk; /* tokens a split takes at least: whole tiles */
 };
 
+/* DSINFER_CUDA_MLA_MT=1|2 (0 when unset), read once: narrower head tiles than
+ * the widest that fits. At one row and a short context the core runs on two
+ * blocks of 64 heads (26 us a layer on an H200, ncu, session 7); 16-head
+ * tiles give four times the blocks but read the cache four times over: an
+ * A/B for gpu-check.sh's ab and depth stages, not measured yet. */
+int env_mt() {
+    static const int v = [] {
+        const char *e = getenv("DSINFER_CUDA_MLA_MT");
+        const int x = e ? atoi(e) : 0;
+        return x == 1 || x == 2 ? x : 0;
+    }();
+    return v;
+}
+
 /* DSINFER_CUDA_MLA_CHUNK, read once */
 int env_min_chunk() {
     static const int v = [] {
@@ -581,6 +595,7 @@ int pick_cfg(bool bf, int n_head, int D, tc_cfg *c) {
         return (int)e;
     }
     int mt = n_head > 32 ? 4 : n_head > 16 ? 2 : 1;
+    if (env_mt() > 0 && env_mt() < mt) mt = env_mt();
     while (mt > 1 && smem_bytes(mt, tile_tokens(mt), D) > (size_t)optin) mt /= 2;
     c->mt = mt;
     c->nt = tile_tokens(mt);
