@@ -16,7 +16,7 @@ BUILD=${BUILD:-/tmp/build-gpu}
 STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile serve memcheck"}
 # not in the default list: decode (A/B of the decode paths on ds10, 1 and 8 streams), kernels (ncu:
 # the time of every kernel of one decode step of 1 and 8 rows), ab (decode A/B of the env knobs in
-# AB_CFGS, default: the int8 GEMV's stage cap, 4 against 6 and 8, and the MLA head tile), depth (dsinfer
+# AB_CFGS, default: the MLA query load, the int8 GEMV's stage cap, the MLA head tile), depth (dsinfer
 # bench tg128 at depths 0, 4096, 32768 under each of DEPTH_CFGS)
 JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
@@ -191,7 +191,7 @@ if has decode; then
 fi
 
 if has ab; then
-  cfgs=${AB_CFGS:-"DSINFER_BASE=1 DSINFER_Q8_STAGES_CAP=8 DSINFER_Q8_STAGES_CAP=6 DSINFER_CUDA_MLA_MT=1 DSINFER_CUDA_MLA_MT=2 DSINFER_BASE=2"}
+  cfgs=${AB_CFGS:-"DSINFER_BASE=1 DSINFER_CUDA_MLA_QREG=1 DSINFER_Q8_STAGES_CAP=8 DSINFER_Q8_STAGES_CAP=6 DSINFER_CUDA_MLA_MT=1 DSINFER_CUDA_MLA_MT=2 DSINFER_BASE=2"}
   stage "A/B on ds10, cuda_bench ids: tg128 one stream (the server's -c 1024 -np 8), tg64 eight streams; $cfgs"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   for cfg in $cfgs; do
@@ -203,14 +203,14 @@ if has ab; then
 fi
 
 if has depth; then
-  stage "depth: dsinfer bench tg128 at depths 0, 4096, 32768 (ds10), A/B of ${DEPTH_CFGS:-DSINFER_BASE=1 DSINFER_CUDA_MLA_MT=1}"
+  stage "depth: dsinfer bench tg128 at depths 0, 4096, 32768 (ds10), A/B of ${DEPTH_CFGS:-DSINFER_BASE=1 DSINFER_CUDA_MLA_QREG=1 DSINFER_CUDA_MLA_MT=1}"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
-  for cfg in ${DEPTH_CFGS:-DSINFER_BASE=1 DSINFER_CUDA_MLA_MT=1}; do
+  for cfg in ${DEPTH_CFGS:-DSINFER_BASE=1 DSINFER_CUDA_MLA_QREG=1 DSINFER_CUDA_MLA_MT=1}; do
     echo "-- $cfg"
     env "$cfg" timeout 280 "$BUILD/dsinfer" bench -m /tmp/ds10.gguf --device cuda -p 0 -n 128 -d 0,4096,32768 -r 2 2>&1 |
       grep -v "^.cuda: loading"
   done
-  for cfg in DSINFER_CUDA_MLA_MT=1 DSINFER_CUDA_MLA_MT=2; do
+  for cfg in DSINFER_CUDA_MLA_QREG=1 DSINFER_CUDA_MLA_MT=1 DSINFER_CUDA_MLA_MT=2; do
     echo "-- the attention tests under $cfg"
     (cd "$BUILD" && env "$cfg" timeout 200 ctest -R 'test_cuda_mla|test_cuda_model' 2>&1 | grep -E "tests passed|Failed|\*\*\*")
   done

@@ -81,6 +81,7 @@ struct mla_tc_params {
     int il;             /* layer */
     int n, n_head, d_qk, d_nope, kv_lora, d_rope, n_split;
     int min_chunk;      /* tokens a split takes at least (a multiple of the tile) */
+    int q_regs;         /* load_query_regs instead of the loop (DSINFER_CUDA_MLA_QREG=1) */
     float kq_scale;
 };
 
@@ -192,12 +193,68 @@ __device__ __forceinline__ void load_k_tile(uint16_t *dst, const mla_tc_params &
     for (int c = sub; c < D / 8; c += TPT) cp_async16(d + c * 16, src + (valid ? c * 8 : 0), valid);
 }
 
+/* load_query with every load of a head in flight at once: lane l holds the
+ * pairs 2c, 2c + 1 for c = l, l + 32, ... (at most QPAIRS of them) in
+ * registers, so the absmax and the packing read no memory. The loop form
+ * waits on one L2 round trip per 32 values, twice (absmax, then packing):
+ * at one row and a short context that made the core ~26 us a layer
+ * (ncu, H200, session 7) for 2 blocks of 64 heads. Same values, same
+ * scale (fmaxf ignores a NaN whatever the order), same packing: the same
+ * bits. Chosen by p.q_regs (DSINFER_CUDA_MLA_QREG=1) until a device run
+ * has tested and timed it. */
+constexpr int QPAIRS = (MAX_LORA + MAX_ROPE) / 64;
+template <bool BF, int MT, int NW>
+__device__ void load_query_regs(uint16_t *qs, float *qscale, const mla_tc_params &p, int r, int h0, int D, int QS) {
+    using E = elem2<BF>;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, L = p.kv_lora;
+    for (int i = warp; i < 16 * MT; i += NW) {
+        const int h = h0 + i;
+        typename E::T *dst = (typename E::T *)(qs + (size_t)i * QS);
+        if (h >= p.n_head) {
+            for (int c = lane; c < D / 2; c += 32) dst[c] = E::pack(0.f, 0.f);
+            if (lane == 0) qscale[i] = 0.f;
+            continue;
+        }
+        const float *qa = p.qabs + ((size_t)r * p.n_head + h) * L;
+        const float *qp = p.q + ((size_t)r * p.n_head + h) * p.d_qk + p.d_nope; /* query entry L + j */
+        float2 v[QPAIRS];
+#pragma unroll
+        for (int t = 0; t < QPAIRS; t++) { /* L is even: a pair never straddles qabs / q_pe */
+            const int j = 2 * (lane + 32 * t);
+            v[t] = j < L ? make_float2(qa[j], qa[j + 1]) : j < D ? make_float2(qp[j - L], qp[j - L + 1])
+                                                                : make_float2(0.f, 0.f);
+        }
+        int e = 0;
+        if constexpr (!BF) {
+            float amax = 0.f;
+#pragma unroll
+            for (int t = 0; t < QPAIRS; t++) amax = fmaxf(amax, fmaxf(fabsf(v[t].x), fabsf(v[t].y)));
+            for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+            if (amax > 0.f && amax <= 3.4e38f) { /* amax < 2^x; NaN/inf: left unscaled */
+                frexpf(amax, &e);
+                e = max(-120, min(120, e - 12));
+            }
+        }
+        const float sc = ldexpf(1.f, -e);
+#pragma unroll
+        for (int t = 0; t < QPAIRS; t++) {
+            const int c = lane + 32 * t;
+            if (2 * c < D) dst[c] = E::pack(v[t].x * sc, v[t].y * sc);
+        }
+        if (lane == 0) qscale[i] = p.kq_scale * LOG2E * ldexpf(1.f, e);
+    }
+}
+
 /* q[i][0..D) = the query of head h0 + i (zero for heads past n_head) in the
  * mma type, and qscale[i] = the score scale in log2 units, 2^e included. */
 template <bool BF, int MT, int NW>
 __device__ void load_query(uint16_t *qs, float *qscale, const mla_tc_params &p, int r, int h0, int D, int QS) {
     using E = elem2<BF>;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, L = p.kv_lora;
+    if (p.q_regs) {
+        load_query_regs<BF, MT, NW>(qs, qscale, p, r, h0, D, QS);
+        return;
+    }
     for (int i = warp; i < 16 * MT; i += NW) {
         const int h = h0 + i;
         typename E::T *dst = (typename E::T *)(qs + (size_t)i * QS);
@@ -545,6 +602,15 @@ int env_mt() {
     return v;
 }
 
+/* DSINFER_CUDA_MLA_QREG=1, read once */
+int env_q_regs() {
+    static const int v = [] {
+        const char *e = getenv("DSINFER_CUDA_MLA_QREG");
+        return e && e[0] == '1' ? 1 : 0;
+    }();
+    return v;
+}
+
 /* DSINFER_CUDA_MLA_CHUNK, read once */
 int env_min_chunk() {
     static const int v = [] {
@@ -682,6 +748,7 @@ extern "C" int ds_cu_mla_tc(const float *qabs, const float *q, int n, int n_head
     p.d_rope = d_rope;
     p.n_split = ns;
     p.min_chunk = c.min_chunk;
+    p.q_regs = env_q_regs();
     p.kq_scale = kq_scale;
     c.fn<<<dim3((unsigned)n_ht, (unsigned)ns, (unsigned)n), c.threads, c.smem, s>>>(p);
     DS_CU_TRY_LAUNCH();
