@@ -901,6 +901,30 @@ Q8_HD int q8_round(float v) {
 /* silu(g) * u as ref's silu_d and ds_cu_silu_mul compute it, in f32 */
 Q8_HD float q8_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
+/* The quantization of this thread's 4 consecutive values v (element 4c of
+ * a row of K) into row: every lane of the warp calls it (8 lanes a 32-block
+ * share the absmax and the sum by shuffles); only live lanes write. The
+ * block's (d, d * sum) pair follows the K quants. */
+__device__ __forceinline__ void q8_quant4(const float v[4], bool live, uint8_t *row, int64_t K, int64_t c) {
+    float m = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
+    const float id = q8_inv_scale(m);
+    int q[4], sum = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) sum += q[k] = q8_round(v[k] * id);
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+    if (live) {
+        *(uint32_t *)(row + 4 * c) = (uint32_t)(q[0] & 0xFF) | (uint32_t)(q[1] & 0xFF) << 8 |
+                                     (uint32_t)(q[2] & 0xFF) << 16 | (uint32_t)(q[3] & 0xFF) << 24;
+        if ((c & 7) == 0) {
+            const float d = q8_scale(m);
+            ((float2 *)(row + K))[c / 8] = make_float2(d, d * (float)sum);
+        }
+    }
+}
+
 /* 8 threads per 32-block, 4 values each (one float4 when VEC: x 16-byte
  * aligned, ldx % 4 == 0); every thread runs the shuffles, also past the end.
  * GLU: the values are silu(x) * u (x the gate, u the up projection). */
@@ -926,24 +950,7 @@ __global__ void q8_quant_kernel(const float *__restrict__ x, int64_t ldx, int64_
             for (int k = 0; k < 4; k++) v[k] = q8_silu_mul(v[k], pu[k]);
         }
     }
-    float m = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-#pragma unroll
-    for (int o = 4; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
-    const float id = q8_inv_scale(m);
-    int q[4], sum = 0;
-#pragma unroll
-    for (int k = 0; k < 4; k++) sum += q[k] = q8_round(v[k] * id);
-#pragma unroll
-    for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
-    if (live) {
-        uint8_t *row = xq + (size_t)r * xrs;
-        *(uint32_t *)(row + 4 * c) = (uint32_t)(q[0] & 0xFF) | (uint32_t)(q[1] & 0xFF) << 8 |
-                                     (uint32_t)(q[2] & 0xFF) << 16 | (uint32_t)(q[3] & 0xFF) << 24;
-        if ((c & 7) == 0) {
-            const float d = q8_scale(m);
-            ((float2 *)(row + K))[c / 8] = make_float2(d, d * (float)sum);
-        }
-    }
+    q8_quant4(v, live, xq + (size_t)r * xrs, K, c);
 }
 
 /* Both quantize entry points: the float4 loads where x (the gate, for GLU)
@@ -1005,25 +1012,10 @@ q8_rmsnorm_kernel(const float *x, int64_t ldx, const float *__restrict__ w, int 
         const bool live = c < groups; /* dim % 32 == 0: a 32-block is all live or all not */
         const float4 f = live ? *(const float4 *)(ys + 4 * c) : make_float4(0.f, 0.f, 0.f, 0.f);
         const float u[4] = { f.x, f.y, f.z, f.w };
-        float m = fmaxf(fmaxf(fabsf(u[0]), fabsf(u[1])), fmaxf(fabsf(u[2]), fabsf(u[3])));
-#pragma unroll
-        for (int o = 4; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
-        const float id = q8_inv_scale(m);
-        int q[4], sum = 0;
-#pragma unroll
-        for (int k = 0; k < 4; k++) sum += q[k] = q8_round(u[k] * id);
-#pragma unroll
-        for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
-        if (live) {
+        if (live)
 #pragma unroll
             for (int k = 0; k < 4; k++) yr[4 * c + k] = u[k];
-            *(uint32_t *)(row + 4 * c) = (uint32_t)(q[0] & 0xFF) | (uint32_t)(q[1] & 0xFF) << 8 |
-                                         (uint32_t)(q[2] & 0xFF) << 16 | (uint32_t)(q[3] & 0xFF) << 24;
-            if ((c & 7) == 0) {
-                const float d = q8_scale(m);
-                ((float2 *)(row + dim))[c / 8] = make_float2(d, d * (float)sum);
-            }
-        }
+        q8_quant4(u, live, row, dim, c);
     }
 }
 
