@@ -948,10 +948,11 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
     const char *q8 = getenv("DSINFER_GEMV_Q8");
     C->gemv_q8 = !(q8 && q8[0] == '0');
     /* the decode MoE on them too (DSINFER_CUDA_MOE_Q8=0: the f32 kernels of moe.cu) */
-    const char *fq = getenv("DSINFER_CUDA_FUSE");
-    C->fuse_q8 = !(fq && fq[0] == '0');
     const char *mq = getenv("DSINFER_CUDA_MOE_Q8");
     C->moe_q8 = C->gemv_q8 && !(mq && mq[0] == '0');
+    /* their inputs quantized by the RMSNorm or SwiGLU that makes them (DSINFER_CUDA_FUSE=0: separate launches) */
+    const char *fq = getenv("DSINFER_CUDA_FUSE");
+    C->fuse_q8 = !(fq && fq[0] == '0');
     /* products of up to this many rows on the int8 GEMV (passes of 8; beyond, the f32 GEMV's passes of 16);
      * the scratch holds DS_CU_Q8_MAX_ROWS */
     const char *qr = getenv("DSINFER_Q8_MAX_ROWS");
