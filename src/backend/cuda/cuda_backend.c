@@ -191,6 +191,13 @@ static bool use_q8(const cu_impl *C, const cu_w *W, int n, int64_t ldx, int64_t 
            ds_cu_gemv_q8_supported(W->type, W->K, group_rows);
 }
 
+/* product()'s choice for a plain (not per-head) product of W on n rows ldx
+ * apart: true when it will run on the int8 GEMV, so a producer may write
+ * its input straight into C->xq */
+static bool takes_q8(const cu_impl *C, const cu_w *W, int n, int64_t ldx) {
+    return !use_gemm(C, W->type, n, ldx, 0, 0) && use_q8(C, W, n, ldx, 0, 0);
+}
+
 /* x's rows (cols of them, ldx apart) to q8 blocks in C->xq; reuses the last
  * conversion under the same rule as x_to_half */
 static int x_to_q8(cu_impl *C, const float *x, int64_t ldx, int64_t cols, int n) {
@@ -250,7 +257,7 @@ static int norm_rows(cu_impl *C, const float *x, int64_t ldx, const cu_w *norm, 
                      const cu_w *next) {
     const float eps = C->m->hp.rms_eps, *w = (const float *)norm->d;
     if (C->fuse_q8 && next && next->d && next->K == dim && dim <= DS_CU_RMSNORM_Q8_MAX_DIM &&
-        !use_gemm(C, next->type, n, ldy, 0, 0) && use_q8(C, next, n, ldy, 0, 0)) {
+        takes_q8(C, next, n, ldy)) {
         int rc = ds_cu_rmsnorm_q8(x, ldx, w, dim, eps, n, y, ldy, C->xq, C->s);
         if (rc) return rc;
         C->xq_key = (cu_xkey){ y, ldy, dim, n };
@@ -388,7 +395,7 @@ static int dev_ffn(cu_impl *C, const cu_w *gate, int64_t g0, const cu_w *up, int
     if ((rc = gemv(C, gate, g0, F, y, E, n, C->ffa, F, 0))) return rc;
     C->x_ready = true; /* up reads y too */
     if ((rc = gemv(C, up, u0, F, y, E, n, C->ffb, F, 0))) return rc;
-    if (C->fuse_q8 && F % 32 == 0 && !use_gemm(C, down->type, n, F, 0, 0) && use_q8(C, down, n, F, 0, 0)) {
+    if (C->fuse_q8 && takes_q8(C, down, n, F)) { /* use_q8 checks F % 32 too, as silu_quantize needs */
         /* SwiGLU straight into the down product's q8 input: ffa keys the
          * quantized rows, whose float values are never written out */
         if ((rc = ds_cu_silu_quantize_q8(C->ffa, C->ffb, F, n, C->xq, C->s))) return rc;

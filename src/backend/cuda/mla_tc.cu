@@ -63,9 +63,9 @@ constexpr int O_NT = MAX_LORA / WPM / 8; /* O n-tiles (8 columns) per warp at th
 constexpr int MAX_SPLIT = 256;  /* combine's shared weight table */
 /* Tokens a split takes at least: a split smaller than this costs more in
  * partials (n_head x kv_lora floats each, 256 KiB a row at V3 widths, read
- * back by the combine) than it saves. DSINFER_CUDA_MLA_CHUNK=N sets it
- * (rounded up to whole tiles) for A/B runs: one-tile chunks (32) measured
- * no faster at ~150 cached tokens on an H200 (session 7). */
+ * back by the combine) than it saves. DSINFER_CUDA_MLA_CHUNK (knobs()) sets
+ * it for A/B runs: one-tile chunks (32) were 1 % faster at ~150 cached
+ * tokens but slower at depth 4096 on an H200 (session 7). */
 constexpr int DEFAULT_MIN_CHUNK = 128;
 constexpr float LOG2E = 1.4426950408889634f;
 
@@ -81,7 +81,7 @@ struct mla_tc_params {
     int il;             /* layer */
     int n, n_head, d_qk, d_nope, kv_lora, d_rope, n_split;
     int min_chunk;      /* tokens a split takes at least (a multiple of the tile) */
-    int q_regs;         /* load_query_regs instead of the loop (DSINFER_CUDA_MLA_QREG=1) */
+    int q_regs;         /* load_query's register form (DSINFER_CUDA_MLA_QREG=1) */
     float kq_scale;
 };
 
@@ -193,68 +193,34 @@ __device__ __forceinline__ void load_k_tile(uint16_t *dst, const mla_tc_params &
     for (int c = sub; c < D / 8; c += TPT) cp_async16(d + c * 16, src + (valid ? c * 8 : 0), valid);
 }
 
-/* load_query with every load of a head in flight at once: lane l holds the
- * pairs 2c, 2c + 1 for c = l, l + 32, ... (at most QPAIRS of them) in
- * registers, so the absmax and the packing read no memory. The loop form
- * waits on one L2 round trip per 32 values, twice (absmax, then packing):
- * at one row and a short context that made the core ~26 us a layer
- * (ncu, H200, session 7) for 2 blocks of 64 heads. Same values, same
- * scale (fmaxf ignores a NaN whatever the order), same packing: the same
- * bits. Chosen by p.q_regs (DSINFER_CUDA_MLA_QREG=1) until a device run
- * has tested and timed it. */
-constexpr int QPAIRS = (MAX_LORA + MAX_ROPE) / 64;
-template <bool BF, int MT, int NW>
-__device__ void load_query_regs(uint16_t *qs, float *qscale, const mla_tc_params &p, int r, int h0, int D, int QS) {
-    using E = elem2<BF>;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, L = p.kv_lora;
-    for (int i = warp; i < 16 * MT; i += NW) {
-        const int h = h0 + i;
-        typename E::T *dst = (typename E::T *)(qs + (size_t)i * QS);
-        if (h >= p.n_head) {
-            for (int c = lane; c < D / 2; c += 32) dst[c] = E::pack(0.f, 0.f);
-            if (lane == 0) qscale[i] = 0.f;
-            continue;
-        }
-        const float *qa = p.qabs + ((size_t)r * p.n_head + h) * L;
-        const float *qp = p.q + ((size_t)r * p.n_head + h) * p.d_qk + p.d_nope; /* query entry L + j */
-        float2 v[QPAIRS];
-#pragma unroll
-        for (int t = 0; t < QPAIRS; t++) { /* L is even: a pair never straddles qabs / q_pe */
-            const int j = 2 * (lane + 32 * t);
-            v[t] = j < L ? make_float2(qa[j], qa[j + 1]) : j < D ? make_float2(qp[j - L], qp[j - L + 1])
-                                                                : make_float2(0.f, 0.f);
-        }
-        int e = 0;
-        if constexpr (!BF) {
-            float amax = 0.f;
-#pragma unroll
-            for (int t = 0; t < QPAIRS; t++) amax = fmaxf(amax, fmaxf(fabsf(v[t].x), fabsf(v[t].y)));
-            for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-            if (amax > 0.f && amax <= 3.4e38f) { /* amax < 2^x; NaN/inf: left unscaled */
-                frexpf(amax, &e);
-                e = max(-120, min(120, e - 12));
-            }
-        }
-        const float sc = ldexpf(1.f, -e);
-#pragma unroll
-        for (int t = 0; t < QPAIRS; t++) {
-            const int c = lane + 32 * t;
-            if (2 * c < D) dst[c] = E::pack(v[t].x * sc, v[t].y * sc);
-        }
-        if (lane == 0) qscale[i] = p.kq_scale * LOG2E * ldexpf(1.f, e);
+/* The power of two 2^e a head is scaled by for f16: its absmax (each lane's
+ * part, reduced over the warp here) lands in [2^11, 2^12); 0 for NaN/inf. */
+__device__ __forceinline__ int query_exp(float amax) {
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    int e = 0;
+    if (amax > 0.f && amax <= 3.4e38f) { /* amax < 2^x; NaN/inf: left unscaled */
+        frexpf(amax, &e);
+        e = max(-120, min(120, e - 12));
     }
+    return e;
 }
 
 /* q[i][0..D) = the query of head h0 + i (zero for heads past n_head) in the
- * mma type, and qscale[i] = the score scale in log2 units, 2^e included. */
+ * mma type, and qscale[i] = the score scale in log2 units, 2^e included.
+ *
+ * Two ways to read a head, with the same values, scale and packing (the
+ * same bits; fmaxf ignores a NaN whatever the order). The loop form waits
+ * on one L2 round trip per 32 values, twice (absmax, then packing): at one
+ * row and a short context that made the core ~26 us a layer (ncu, H200,
+ * session 7) for 2 blocks of 64 heads. With p.q_regs (DSINFER_CUDA_MLA_QREG=1,
+ * until a device run has tested and timed it) lane l holds the pairs 2c,
+ * 2c + 1 for c = l, l + 32, ... (at most QPAIRS) in registers, every load
+ * of the head in flight at once. */
+constexpr int QPAIRS = (MAX_LORA + MAX_ROPE) / 64;
 template <bool BF, int MT, int NW>
 __device__ void load_query(uint16_t *qs, float *qscale, const mla_tc_params &p, int r, int h0, int D, int QS) {
     using E = elem2<BF>;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, L = p.kv_lora;
-    if (p.q_regs) {
-        load_query_regs<BF, MT, NW>(qs, qscale, p, r, h0, D, QS);
-        return;
-    }
     for (int i = warp; i < 16 * MT; i += NW) {
         const int h = h0 + i;
         typename E::T *dst = (typename E::T *)(qs + (size_t)i * QS);
@@ -265,20 +231,35 @@ __device__ void load_query(uint16_t *qs, float *qscale, const mla_tc_params &p, 
         }
         const float *qa = p.qabs + ((size_t)r * p.n_head + h) * L;
         const float *qp = p.q + ((size_t)r * p.n_head + h) * p.d_qk + p.d_nope; /* query entry L + j */
-        int e = 0;
-        if constexpr (!BF) {
-            float amax = 0.f;
-            for (int j = lane; j < D; j += 32) amax = fmaxf(amax, fabsf(j < L ? qa[j] : qp[j - L]));
-            for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-            if (amax > 0.f && amax <= 3.4e38f) { /* amax < 2^x; NaN/inf: left unscaled */
-                frexpf(amax, &e);
-                e = max(-120, min(120, e - 12));
+        /* L is even: a pair never straddles qabs / q_pe */
+        float2 v[QPAIRS];
+        float amax = 0.f;
+        if (p.q_regs) {
+#pragma unroll
+            for (int t = 0; t < QPAIRS; t++) {
+                const int j = 2 * (lane + 32 * t);
+                v[t] = j < L ? make_float2(qa[j], qa[j + 1]) : j < D ? make_float2(qp[j - L], qp[j - L + 1])
+                                                                    : make_float2(0.f, 0.f);
             }
+            if constexpr (!BF)
+#pragma unroll
+                for (int t = 0; t < QPAIRS; t++) amax = fmaxf(amax, fmaxf(fabsf(v[t].x), fabsf(v[t].y)));
+        } else if constexpr (!BF) {
+            for (int j = lane; j < D; j += 32) amax = fmaxf(amax, fabsf(j < L ? qa[j] : qp[j - L]));
         }
+        const int e = BF ? 0 : query_exp(amax);
         const float sc = ldexpf(1.f, -e);
-        for (int c = lane; c < D / 2; c += 32) { /* L is even: a pair never straddles qabs / q_pe */
-            const int j = 2 * c;
-            dst[c] = j < L ? E::pack(qa[j] * sc, qa[j + 1] * sc) : E::pack(qp[j - L] * sc, qp[j - L + 1] * sc);
+        if (p.q_regs) {
+#pragma unroll
+            for (int t = 0; t < QPAIRS; t++) {
+                const int c = lane + 32 * t;
+                if (2 * c < D) dst[c] = E::pack(v[t].x * sc, v[t].y * sc);
+            }
+        } else {
+            for (int c = lane; c < D / 2; c += 32) {
+                const int j = 2 * c;
+                dst[c] = j < L ? E::pack(qa[j] * sc, qa[j + 1] * sc) : E::pack(qp[j - L] * sc, qp[j - L + 1] * sc);
+            }
         }
         if (lane == 0) qscale[i] = p.kq_scale * LOG2E * ldexpf(1.f, e);
     }
@@ -588,37 +569,25 @@ struct tc_cfg {
     int min_chunk; /* tokens a split takes at least: whole tiles */
 };
 
-/* DSINFER_CUDA_MLA_MT=1|2 (0 when unset), read once: narrower head tiles than
- * the widest that fits. At one row and a short context the core runs on two
- * blocks of 64 heads (26 us a layer on an H200, ncu, session 7); 16-head
- * tiles give four times the blocks but read the cache four times over: an
- * A/B for gpu-check.sh's ab and depth stages, not measured yet. */
-int env_mt() {
-    static const int v = [] {
-        const char *e = getenv("DSINFER_CUDA_MLA_MT");
-        const int x = e ? atoi(e) : 0;
-        return x == 1 || x == 2 ? x : 0;
+/* The env knobs for A/B runs, read once:
+ * - DSINFER_CUDA_MLA_MT=1|2 (0 unset): narrower head tiles than the widest
+ *   that fits. At one row and a short context the core runs on two blocks of
+ *   64 heads (26 us a layer on an H200, ncu, session 7); 16-head tiles give
+ *   four times the blocks but read the cache four times over. Not measured yet.
+ * - DSINFER_CUDA_MLA_QREG=1: load_query's register form.
+ * - DSINFER_CUDA_MLA_CHUNK=N: the fewest tokens a split takes (rounded up to
+ *   whole tiles; default DEFAULT_MIN_CHUNK). */
+struct mla_knobs {
+    int mt, q_regs, min_chunk;
+};
+const mla_knobs &knobs() {
+    static const mla_knobs k = [] {
+        const char *mt = getenv("DSINFER_CUDA_MLA_MT"), *qr = getenv("DSINFER_CUDA_MLA_QREG"),
+                   *ch = getenv("DSINFER_CUDA_MLA_CHUNK");
+        const int m = mt ? atoi(mt) : 0, c = ch ? atoi(ch) : 0;
+        return mla_knobs{ m == 1 || m == 2 ? m : 0, qr && qr[0] == '1' ? 1 : 0, c > 0 ? c : DEFAULT_MIN_CHUNK };
     }();
-    return v;
-}
-
-/* DSINFER_CUDA_MLA_QREG=1, read once */
-int env_q_regs() {
-    static const int v = [] {
-        const char *e = getenv("DSINFER_CUDA_MLA_QREG");
-        return e && e[0] == '1' ? 1 : 0;
-    }();
-    return v;
-}
-
-/* DSINFER_CUDA_MLA_CHUNK, read once */
-int env_min_chunk() {
-    static const int v = [] {
-        const char *e = getenv("DSINFER_CUDA_MLA_CHUNK");
-        const int x = e ? atoi(e) : DEFAULT_MIN_CHUNK;
-        return x > 0 ? x : DEFAULT_MIN_CHUNK;
-    }();
-    return v;
+    return k;
 }
 
 size_t smem_bytes(int mt, int nt, int D) {
@@ -661,15 +630,14 @@ int pick_cfg(bool bf, int n_head, int D, tc_cfg *c) {
         return (int)e;
     }
     int mt = n_head > 32 ? 4 : n_head > 16 ? 2 : 1;
-    if (env_mt() > 0 && env_mt() < mt) mt = env_mt();
+    if (knobs().mt > 0 && knobs().mt < mt) mt = knobs().mt;
     while (mt > 1 && smem_bytes(mt, tile_tokens(mt), D) > (size_t)optin) mt /= 2;
     c->mt = mt;
     c->nt = tile_tokens(mt);
     c->threads = mt * WPM * 32;
     c->smem = smem_bytes(mt, c->nt, D);
     if (c->smem > (size_t)optin) return (int)cudaErrorInvalidValue;
-    c->min_chunk = (env_min_chunk() + c->nt - 1) / c->nt * c->nt;
-    if (c->min_chunk < c->nt) c->min_chunk = c->nt;
+    c->min_chunk = (knobs().min_chunk + c->nt - 1) / c->nt * c->nt; /* >= one tile: min_chunk > 0 */
     c->fn = bf ? kernel_for<true>(mt) : kernel_for<false>(mt);
     DS_CU_TRY(cudaFuncSetAttribute(c->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem));
     DS_CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->per_sm, c->fn, c->threads, c->smem));
@@ -748,7 +716,7 @@ extern "C" int ds_cu_mla_tc(const float *qabs, const float *q, int n, int n_head
     p.d_rope = d_rope;
     p.n_split = ns;
     p.min_chunk = c.min_chunk;
-    p.q_regs = env_q_regs();
+    p.q_regs = knobs().q_regs;
     p.kq_scale = kq_scale;
     c.fn<<<dim3((unsigned)n_ht, (unsigned)ns, (unsigned)n), c.threads, c.smem, s>>>(p);
     DS_CU_TRY_LAUNCH();

@@ -1,7 +1,8 @@
 /* rowops.cu: RMSNorm, residual add, SiLU gating, row gather and row argmax
- * on the device. One block per row for the norm (double sum: the norm is cheap and
- * this keeps it equal to ds_rms_norm up to the final f32 rounding). Not
- * fused into the GEMVs yet. */
+ * on the device. One block per row for the norm (double sum: the norm is
+ * cheap and this keeps it equal to ds_rms_norm up to the final f32
+ * rounding; the row math is rownorm.cuh's, shared with gemv_q8.cu's
+ * norm-and-quantize kernel for the int8 products). */
 #include "rowops.h"
 #include "cuda_check.h"
 #include "rownorm.cuh"
