@@ -63,7 +63,7 @@ constexpr int O_NT = MAX_LORA / WPM / 8; /* O n-tiles (8 columns) per warp at th
 constexpr int MAX_SPLIT = 256;  /* combine's shared weight table */
 /* Tokens a split takes at least: a split smaller than this costs more in
  * partials (n_head x kv_lora floats each, 256 KiB a row at V3 widths, read
- * back by the combine) than it saves. DSINFER_CUDA_MLA_CHUNK (knobs()) sets
+ * back by the combine) than it saves. DSINFER_CUDA_MLA_CHUNK (min_chunk_knob()) sets
  * it for A/B runs: one-tile chunks (32) were 1 % faster at ~150 cached
  * tokens but slower at depth 4096 on an H200 (session 7). */
 constexpr int DEFAULT_MIN_CHUNK = 128;
@@ -81,7 +81,6 @@ struct mla_tc_params {
     int il;             /* layer */
     int n, n_head, d_qk, d_nope, kv_lora, d_rope, n_split;
     int min_chunk;      /* tokens a split takes at least (a multiple of the tile) */
-    int q_regs;         /* load_query's register form (DSINFER_CUDA_MLA_QREG=1) */
     float kq_scale;
 };
 
@@ -207,15 +206,12 @@ __device__ __forceinline__ int query_exp(float amax) {
 
 /* q[i][0..D) = the query of head h0 + i (zero for heads past n_head) in the
  * mma type, and qscale[i] = the score scale in log2 units, 2^e included.
- *
- * Two ways to read a head, with the same values, scale and packing (the
- * same bits; fmaxf ignores a NaN whatever the order). The loop form waits
- * on one L2 round trip per 32 values, twice (absmax, then packing): at one
- * row and a short context that made the core ~26 us a layer (ncu, H200,
- * session 7) for 2 blocks of 64 heads. With p.q_regs (DSINFER_CUDA_MLA_QREG=1,
- * until a device run has tested and timed it) lane l holds the pairs 2c,
- * 2c + 1 for c = l, l + 32, ... (at most QPAIRS) in registers, every load
- * of the head in flight at once. */
+ * Lane l holds the pairs 2c, 2c + 1 for c = l, l + 32, ... (at most QPAIRS,
+ * which covers D <= MAX_LORA + MAX_ROPE) in registers, so every load of the
+ * head is in flight at once. A loop that read the head twice (absmax, then
+ * packing) waited on one L2 round trip per 32 values each time: 355.0 against
+ * 343.8 tok/s tg128 on ds10 for this form (H200, session 8), and 341.3 / 319.2
+ * / 277.6 against 334.1 / 311.0 / 270.3 at depths 0 / 4096 / 32768. */
 constexpr int QPAIRS = (MAX_LORA + MAX_ROPE) / 64;
 template <bool BF, int MT, int NW>
 __device__ void load_query(uint16_t *qs, float *qscale, const mla_tc_params &p, int r, int h0, int D, int QS) {
@@ -233,33 +229,22 @@ __device__ void load_query(uint16_t *qs, float *qscale, const mla_tc_params &p, 
         const float *qp = p.q + ((size_t)r * p.n_head + h) * p.d_qk + p.d_nope; /* query entry L + j */
         /* L is even: a pair never straddles qabs / q_pe */
         float2 v[QPAIRS];
-        float amax = 0.f;
-        if (p.q_regs) {
 #pragma unroll
-            for (int t = 0; t < QPAIRS; t++) {
-                const int j = 2 * (lane + 32 * t);
-                v[t] = j < L ? make_float2(qa[j], qa[j + 1]) : j < D ? make_float2(qp[j - L], qp[j - L + 1])
-                                                                    : make_float2(0.f, 0.f);
-            }
-            if constexpr (!BF)
-#pragma unroll
-                for (int t = 0; t < QPAIRS; t++) amax = fmaxf(amax, fmaxf(fabsf(v[t].x), fabsf(v[t].y)));
-        } else if constexpr (!BF) {
-            for (int j = lane; j < D; j += 32) amax = fmaxf(amax, fabsf(j < L ? qa[j] : qp[j - L]));
+        for (int t = 0; t < QPAIRS; t++) {
+            const int j = 2 * (lane + 32 * t);
+            v[t] = j < L ? make_float2(qa[j], qa[j + 1]) : j < D ? make_float2(qp[j - L], qp[j - L + 1])
+                                                                : make_float2(0.f, 0.f);
         }
+        float amax = 0.f;
+        if constexpr (!BF)
+#pragma unroll
+            for (int t = 0; t < QPAIRS; t++) amax = fmaxf(amax, fmaxf(fabsf(v[t].x), fabsf(v[t].y)));
         const int e = BF ? 0 : query_exp(amax);
         const float sc = ldexpf(1.f, -e);
-        if (p.q_regs) {
 #pragma unroll
-            for (int t = 0; t < QPAIRS; t++) {
-                const int c = lane + 32 * t;
-                if (2 * c < D) dst[c] = E::pack(v[t].x * sc, v[t].y * sc);
-            }
-        } else {
-            for (int c = lane; c < D / 2; c += 32) {
-                const int j = 2 * c;
-                dst[c] = j < L ? E::pack(qa[j] * sc, qa[j + 1] * sc) : E::pack(qp[j - L] * sc, qp[j - L + 1] * sc);
-            }
+        for (int t = 0; t < QPAIRS; t++) {
+            const int c = lane + 32 * t;
+            if (2 * c < D) dst[c] = E::pack(v[t].x * sc, v[t].y * sc);
         }
         if (lane == 0) qscale[i] = p.kq_scale * LOG2E * ldexpf(1.f, e);
     }
@@ -569,23 +554,17 @@ struct tc_cfg {
     int min_chunk; /* tokens a split takes at least: whole tiles */
 };
 
-/* The env knobs for A/B runs, read once:
- * - DSINFER_CUDA_MLA_MT=1|2 (0 unset): narrower head tiles than the widest
- *   that fits. At one row and a short context the core runs on two blocks of
- *   64 heads (26 us a layer on an H200, ncu, session 7); 16-head tiles give
- *   four times the blocks but read the cache four times over. Not measured yet.
- * - DSINFER_CUDA_MLA_QREG=1: load_query's register form.
- * - DSINFER_CUDA_MLA_CHUNK=N: the fewest tokens a split takes (rounded up to
- *   whole tiles; default DEFAULT_MIN_CHUNK). */
-struct mla_knobs {
-    int mt, q_regs, min_chunk;
-};
-const mla_knobs &knobs() {
-    static const mla_knobs k = [] {
-        const char *mt = getenv("DSINFER_CUDA_MLA_MT"), *qr = getenv("DSINFER_CUDA_MLA_QREG"),
-                   *ch = getenv("DSINFER_CUDA_MLA_CHUNK");
-        const int m = mt ? atoi(mt) : 0, c = ch ? atoi(ch) : 0;
-        return mla_knobs{ m == 1 || m == 2 ? m : 0, qr && qr[0] == '1' ? 1 : 0, c > 0 ? c : DEFAULT_MIN_CHUNK };
+/* DSINFER_CUDA_MLA_CHUNK=N, read once: the fewest tokens a split takes
+ * (rounded up to whole tiles; default DEFAULT_MIN_CHUNK), for A/B runs.
+ * Narrower head tiles (16 or 32 heads, to give more blocks at one row) were
+ * measured and dropped: tg128 344.3 / 342.3 against 343.8, and 247.6 against
+ * 270.3 at depth 32768 with 16-head tiles (H200, session 8): each tile reads
+ * the whole cache. */
+int min_chunk_knob() {
+    static const int k = [] {
+        const char *ch = getenv("DSINFER_CUDA_MLA_CHUNK");
+        const int c = ch ? atoi(ch) : 0;
+        return c > 0 ? c : DEFAULT_MIN_CHUNK;
     }();
     return k;
 }
@@ -630,14 +609,13 @@ int pick_cfg(bool bf, int n_head, int D, tc_cfg *c) {
         return (int)e;
     }
     int mt = n_head > 32 ? 4 : n_head > 16 ? 2 : 1;
-    if (knobs().mt > 0 && knobs().mt < mt) mt = knobs().mt;
     while (mt > 1 && smem_bytes(mt, tile_tokens(mt), D) > (size_t)optin) mt /= 2;
     c->mt = mt;
     c->nt = tile_tokens(mt);
     c->threads = mt * WPM * 32;
     c->smem = smem_bytes(mt, c->nt, D);
     if (c->smem > (size_t)optin) return (int)cudaErrorInvalidValue;
-    c->min_chunk = (knobs().min_chunk + c->nt - 1) / c->nt * c->nt; /* >= one tile: min_chunk > 0 */
+    c->min_chunk = (min_chunk_knob() + c->nt - 1) / c->nt * c->nt; /* >= one tile: min_chunk > 0 */
     c->fn = bf ? kernel_for<true>(mt) : kernel_for<false>(mt);
     DS_CU_TRY(cudaFuncSetAttribute(c->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem));
     DS_CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->per_sm, c->fn, c->threads, c->smem));
@@ -716,7 +694,6 @@ extern "C" int ds_cu_mla_tc(const float *qabs, const float *q, int n, int n_head
     p.d_rope = d_rope;
     p.n_split = ns;
     p.min_chunk = c.min_chunk;
-    p.q_regs = knobs().q_regs;
     p.kq_scale = kq_scale;
     c.fn<<<dim3((unsigned)n_ht, (unsigned)ns, (unsigned)n), c.threads, c.smem, s>>>(p);
     DS_CU_TRY_LAUNCH();
