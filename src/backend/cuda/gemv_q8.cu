@@ -30,12 +30,13 @@
 
 #define Q8_HD __host__ __device__ __forceinline__
 #define Q8_WARPS 4 /* warps per block */
-/* Stages a warp may ring through. The plan's default cap is 4; matrices of
- * few rows (q_a, kv_a, the shared expert: ~600-2000 warps on 132 SMs) keep
- * only ~6 KB of weights in flight per SM at 4, far under the ~40 KB the
- * plan aims for, so DSINFER_Q8_STAGES_CAP=N (<= Q8_MAX_STAGES) lets the
- * plan go deeper for an A/B (not measured yet, session 7). */
+/* Stages a warp may ring through (a test's cfg may ask for up to this). The
+ * plan caps itself at Q8_PLAN_STAGES: matrices of few rows (q_a, kv_a, the
+ * shared expert: ~600-2000 warps on 132 SMs) keep only ~6 KB of weights in
+ * flight per SM at 4, under the ~40 KB the plan aims for, but caps of 6 and 8
+ * timed the same as 4 (tg128 343.5 / 343.6 / 343.8 on ds10, H200, session 8). */
 #define Q8_MAX_STAGES 8
+#define Q8_PLAN_STAGES 4
 
 /* ds_type ids (GGUF file-format constants; quant/quant.h is C11-only) */
 enum { Q8T_Q8_0 = 8, Q8T_Q2_K = 10, Q8T_Q3_K = 11, Q8T_Q4_K = 12, Q8T_Q5_K = 13, Q8T_Q6_K = 14 };
@@ -122,25 +123,27 @@ Q8_HD float q8_h2f(uint16_t h) {
     return (h & 0x8000) ? -v : v;
 #endif
 }
-/* The 16-byte chunk at src (16-byte aligned) to dst in shared memory, the
- * first n bytes (1..16) read and the rest zeroed: a whole chunk
- * asynchronously (cp.async, L2 only: the weights are read once); the short
- * last chunk of a matrix by plain byte loads, since compute-sanitizer
- * counts a cp.async with a smaller src-size as a 16-byte read, past the end
- * of a matrix that ends its allocation (once per matrix: no cost). */
-Q8_HD void q8_copy16(uint8_t *dst, const uint8_t *src, int n) {
+/* Chunks first, first + step, ... (< n) of 16 bytes from src (16-byte
+ * aligned) to dst in shared memory, asynchronously (cp.async, L2 only: the
+ * weights are read once). The loop only moves two addresses: a per-chunk
+ * bounds check, 64-bit pointer math and shared-address conversion made the
+ * issue ~30 instructions a chunk, a fifth of a q3_K GEMV's (ncu, session 8). */
+Q8_HD void q8_copy_chunks(uint8_t *dst, const uint8_t *src, int first, int n, int step) {
 #ifdef __CUDA_ARCH__
-    if (n == 16) {
-        const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-        const size_t g = __cvta_generic_to_global(src);
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(g) : "memory");
-    } else {
-        for (int i = 0; i < 16; i++) dst[i] = i < n ? src[i] : 0;
-    }
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst + 16 * first);
+    const uint8_t *g = src + 16 * first;
+    for (int c = first; c < n; c += step, d += 16 * step, g += 16 * step)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(__cvta_generic_to_global(g)) : "memory");
 #else
-    memcpy(dst, src, (size_t)n);
-    memset(dst + n, 0, (size_t)(16 - n));
+    for (int c = first; c < n; c += step) memcpy(dst + 16 * c, src + 16 * c, 16);
 #endif
+}
+/* The 16-byte chunk at src to dst, the first n bytes (1..15) read and the
+ * rest zeroed, by plain byte loads: the short last chunk of a matrix, since
+ * compute-sanitizer counts a cp.async with a smaller src-size as a 16-byte
+ * read, past the end of a matrix that ends its allocation (once per matrix). */
+Q8_HD void q8_copy_tail(uint8_t *dst, const uint8_t *src, int n) {
+    for (int i = 0; i < 16; i++) dst[i] = i < n ? src[i] : 0;
 }
 
 /* N words of stage bytes [off, off + 4N); off is a multiple of A (2, 4, 8
@@ -542,9 +545,16 @@ template <int T, int NR, int R, int AL> struct q8_lane {
     Q8_HD const uint8_t *src(const q8_args &a, int i, int step) const {
         return a.w + (size_t)(m0 + i) * a.rb + (size_t)step * spg * W::SBB;
     }
+    /* byte offset of src(a, i, step) in its 16-byte chunk: 32-bit math, only
+     * the low bits matter */
+    Q8_HD int src_off(const q8_args &a, int i, int step) const {
+        return (int)(((uint32_t)(uintptr_t)a.w + (uint32_t)(m0 + i) * (uint32_t)a.rb + (uint32_t)(step * spg * W::SBB)) &
+                     15u);
+    }
     /* Starts copying this step's bytes of the group's rows into slot (row i
      * at (g * R + i) * str, from the 16-byte chunk holding its first byte);
-     * nothing past the last step. */
+     * nothing past the last step. Every chunk but a matrix's short last one
+     * goes by cp.async, that one by q8_copy_tail. */
     Q8_HD void issue(const q8_args &a, int step, uint8_t *slot) const {
         const int left = a.nunits - step * spg;
         if (left <= 0) return;
@@ -553,14 +563,17 @@ template <int T, int NR, int R, int AL> struct q8_lane {
         for (int i = 0; i < R; i++) {
             if (i >= nrow) break;
             const uint8_t *s = src(a, i, step);
-            const int off = (int)((uintptr_t)s & 15);
+            const int off = src_off(a, i, step);
             const uint8_t *c0 = s - off;
             const int nch = (off + nb + 15) >> 4;
-            uint8_t *d = slot + (g * R + i) * a.str;
-            for (int c = sub; c < nch; c += lg) {
-                const ptrdiff_t rest = a.wend - (c0 + 16 * c);
-                q8_copy16(d + 16 * c, c0 + 16 * c, rest < 16 ? (int)rest : 16);
+            int full = nch; /* chunks wholly inside the matrix: all but maybe the last row's last */
+            if (m0 + i == a.M - 1) {
+                const ptrdiff_t room = (a.wend - c0) >> 4;
+                if (room < nch) full = (int)room;
             }
+            uint8_t *d = slot + (g * R + i) * a.str;
+            q8_copy_chunks(d, c0, sub, full, lg);
+            if (full < nch && sub == full % lg) q8_copy_tail(d + 16 * full, c0 + 16 * full, (int)(a.wend - (c0 + 16 * full)));
         }
     }
     Q8_HD void load(typename W::act &x, const q8_args &a, int r, int64_t e0) const {
@@ -589,7 +602,7 @@ template <int T, int NR, int R, int AL> struct q8_lane {
 #pragma unroll
         for (int i = 0; i < R; i++) {
             if (i >= nrow) break;
-            const int u = (g * R + i) * a.str + (int)((uintptr_t)src(a, i, step) & 15) + ui * W::SBB;
+            const int u = (g * R + i) * a.str + src_off(a, i, step) + ui * W::SBB;
             typename W::wts w;
             W::template decode<AL>(w, slot, u, t);
 #pragma unroll
@@ -751,17 +764,6 @@ static int q8_lanes(int64_t nunits, int lps) {
  * SM holds (at most ~16; 132 SMs, an H100/H200) keep ~40 KB of weights in
  * flight (latency x bandwidth per SM), 2..4, never more than the steps.
  * AL: the alignment every unit start has in the stage. */
-/* the plan's stage cap: 4, or DSINFER_Q8_STAGES_CAP (2..Q8_MAX_STAGES), read once */
-static int q8_stages_cap() {
-    static int cap = 0;
-    if (!cap) {
-        const char *e = getenv("DSINFER_Q8_STAGES_CAP");
-        const int v = e ? atoi(e) : 4;
-        cap = v < 2 ? 2 : v > Q8_MAX_STAGES ? Q8_MAX_STAGES : v;
-    }
-    return cap;
-}
-
 template <int T>
 static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cfg, int NR, const ds_cu_q8_experts *ex,
                          q8_plan *pl) {
@@ -781,8 +783,7 @@ static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cf
     const int64_t nsteps = (nunits + spg - 1) / spg, warps = (Mall + (int64_t)G * R - 1) / ((int64_t)G * R);
     const double wsm = warps / 132.0 < 16 ? warps / 132.0 : 16, step_bytes = (double)G * R * spg * W::SBB;
     const double want = 1 + ceil(40960.0 / (wsm * step_bytes));
-    const int cap = q8_stages_cap();
-    int S = want < 2 ? 2 : want > cap ? cap : (int)want;
+    int S = want < 2 ? 2 : want > Q8_PLAN_STAGES ? Q8_PLAN_STAGES : (int)want;
     if (cfg && cfg->stages > 0) S = cfg->stages > Q8_MAX_STAGES ? Q8_MAX_STAGES : cfg->stages;
     if (S > nsteps) S = (int)nsteps;
     pl->str = q8_stage_row(spg, W::SBB);
@@ -986,32 +987,32 @@ extern "C" int ds_cu_silu_quantize_q8(const float *g, const float *u, int64_t K,
 /* RMSNorm of each row into y and its q8 blocks into xq in one pass: what
  * ds_cu_rmsnorm then ds_cu_quantize_q8 write, bit for bit (rownorm.cuh's
  * sums and scale, the same f32 expression x * scale * w, the same block
- * rounding). One block of RN_THREADS per row, dim <= RN_MAX_DIM: the normed
- * row goes through shared memory from rownorm's element order (t + k * 256)
- * to the quantizer's (4 consecutive values a thread, 8 threads a 32-block;
- * the pass loop has the same trip count on every lane, as the shuffles
- * need). y may alias x: rn_row_scale's barrier comes after every read of x. */
+ * rounding). dim % 32 == 0, dim <= RN_MAX_DIM.
+ *
+ * Grid (slices, rows): a decode step's norm is one row, and a single block
+ * that also normalised and quantized all 7168 values took 6.6 us (ncu,
+ * H200, session 7). Every block of a row computes the row's scale (the same
+ * sums, so the same bits; the row is in L2) and then writes only its slice
+ * of RN_SLICE values, 4 consecutive ones a thread (8 threads a 32-block),
+ * read again from x (L1/L2). With y aliasing x the launcher gives a row one
+ * block: another block's writes could land before this one's sums read x. */
+#define RN_SLICE (RN_THREADS * 4)
 __global__ void __launch_bounds__(RN_THREADS)
 q8_rmsnorm_kernel(const float *x, int64_t ldx, const float *__restrict__ w, int dim, float eps, float *y, int64_t ldy,
                   uint8_t *__restrict__ xq, size_t xrs) {
-    __shared__ __align__(16) float ys[RN_MAX_DIM];
-    const float *xr = x + (size_t)blockIdx.x * ldx;
-    float *yr = y + (size_t)blockIdx.x * ldy;
-    uint8_t *row = xq + (size_t)blockIdx.x * xrs;
+    const float *xr = x + (size_t)blockIdx.y * ldx;
+    float *yr = y + (size_t)blockIdx.y * ldy;
+    uint8_t *row = xq + (size_t)blockIdx.y * xrs;
     float v[RN_MAXV];
     const float scale = rn_row_scale(xr, dim, eps, v);
-#pragma unroll
-    for (int k = 0; k < RN_MAXV; k++) {
-        const int i = threadIdx.x + k * RN_THREADS;
-        if (i < dim) ys[i] = v[k] * scale * w[i];
-    }
-    __syncthreads();
     const int groups = dim / 4;
-    for (int base = 0; base < groups; base += RN_THREADS) {
+    for (int base = blockIdx.x * (RN_SLICE / 4); base < groups; base += gridDim.x * (RN_SLICE / 4)) {
         const int c = base + threadIdx.x;
         const bool live = c < groups; /* dim % 32 == 0: a 32-block is all live or all not */
-        const float4 f = live ? *(const float4 *)(ys + 4 * c) : make_float4(0.f, 0.f, 0.f, 0.f);
-        const float u[4] = { f.x, f.y, f.z, f.w };
+        float u[4] = { 0.f, 0.f, 0.f, 0.f };
+        if (live) /* in place (one block), this thread alone reads and writes these 4 after the barrier */
+#pragma unroll
+            for (int k = 0; k < 4; k++) u[k] = xr[4 * c + k] * scale * w[4 * c + k];
         if (live)
 #pragma unroll
             for (int k = 0; k < 4; k++) yr[4 * c + k] = u[k];
@@ -1027,7 +1028,13 @@ extern "C" int ds_cu_rmsnorm_q8(const float *x, int64_t ldx, const float *w, int
                 __FILE__, __LINE__, DS_CU_RMSNORM_Q8_MAX_DIM);
         return (int)cudaErrorInvalidValue;
     }
-    q8_rmsnorm_kernel<<<n, RN_THREADS, 0, s>>>(x, ldx, w, dim, eps, y, ldy, (uint8_t *)xq, ds_cu_q8_row_bytes(dim));
+    /* rows that overlap their output: one block a row (see the kernel) */
+    const bool alias = (const char *)y < (const char *)(x + (size_t)(n - 1) * ldx + dim) &&
+                       (const char *)x < (const char *)(y + (size_t)(n - 1) * ldy + dim);
+    const int slices = alias ? 1 : (dim + RN_SLICE - 1) / RN_SLICE;
+    q8_rmsnorm_kernel<<<dim3((unsigned)slices, (unsigned)n), RN_THREADS, 0, s>>>(x, ldx, w, dim, eps, y, ldy,
+                                                                                  (uint8_t *)xq,
+                                                                                  ds_cu_q8_row_bytes(dim));
     DS_CU_TRY_LAUNCH();
     return 0;
 }
