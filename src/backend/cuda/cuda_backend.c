@@ -348,7 +348,10 @@ static int upload_inputs(cu_impl *C, const ds_rows *rows, const int32_t *tokens,
 
 /* ---- blocks on device pointers ---------------------------------------------------- */
 
-static int dev_attn(cu_impl *C, int il, int n, const float *h, float *out) {
+/* attention of n rows of h into out, or added onto out when acc (the
+ * residual: the product's store adds, the same f32 sum as a separate add
+ * launch) */
+static int dev_attn(cu_impl *C, int il, int n, const float *h, float *out, int acc) {
     const ds_hparams *hp = &C->m->hp;
     const cu_layer *L = &C->L[il];
     const int E = hp->n_embd, H = hp->n_head, DQK = hp->d_qk, LR = hp->kv_lora, DR = hp->d_rope, DV = hp->d_v;
@@ -384,12 +387,12 @@ static int dev_attn(cu_impl *C, int il, int n, const float *h, float *out) {
     /* latent -> v per head (v_b rows [H][DV], x = olat[r][h]) */
     if ((rc = gemv_heads(C, &L->v_b, C->olat, (int64_t)H * LR, DV, LR, n, C->heads, (int64_t)H * DV))) return rc;
     prof_end(C, P_ACORE, 0);
-    return PROF(C, P_AOUT, gemv(C, &L->attn_out, 0, E, C->heads, (int64_t)H * DV, n, out, E, 0));
+    return PROF(C, P_AOUT, gemv(C, &L->attn_out, 0, E, C->heads, (int64_t)H * DV, n, out, E, acc));
 }
 
-/* out = down(silu(gate y) * up y), rows of gate/up from g0/u0, F wide */
+/* out (=|+= when acc) down(silu(gate y) * up y), rows of gate/up from g0/u0, F wide */
 static int dev_ffn(cu_impl *C, const cu_w *gate, int64_t g0, const cu_w *up, int64_t u0, const cu_w *down, int64_t F,
-                   int n, const float *y, float *out) {
+                   int n, const float *y, float *out, int acc) {
     const int E = C->m->hp.n_embd;
     int rc;
     if ((rc = gemv(C, gate, g0, F, y, E, n, C->ffa, F, 0))) return rc;
@@ -404,12 +407,12 @@ static int dev_ffn(cu_impl *C, const cu_w *gate, int64_t g0, const cu_w *up, int
     } else if ((rc = ds_cu_silu_mul(C->ffa, C->ffb, F, F, n, C->ffa, F, C->s))) {
         return rc;
     }
-    return gemv(C, down, 0, E, C->ffa, F, n, out, E, 0);
+    return gemv(C, down, 0, E, C->ffa, F, n, out, E, acc);
 }
 
-static int dev_dense(cu_impl *C, int il, int n, const float *y, float *out) {
+static int dev_dense(cu_impl *C, int il, int n, const float *y, float *out, int acc) {
     const cu_layer *L = &C->L[il];
-    return dev_ffn(C, &L->ffn_gate, 0, &L->ffn_up, 0, &L->ffn_down, C->m->hp.n_ff, n, y, out);
+    return dev_ffn(C, &L->ffn_gate, 0, &L->ffn_up, 0, &L->ffn_down, C->m->hp.n_ff, n, y, out, acc);
 }
 
 int cu_dev_shared(cu_impl *C, int il, int n, const float *y, float *out) {
@@ -418,7 +421,7 @@ int cu_dev_shared(cu_impl *C, int il, int n, const float *y, float *out) {
         DS_CU_TRY(cudaMemsetAsync(out, 0, (size_t)n * C->m->hp.n_embd * sizeof(float), C->s));
         return 0;
     }
-    return dev_ffn(C, &L->gate_shexp, 0, &L->up_shexp, 0, &L->down_shexp, L->gate_shexp.rows, n, y, out);
+    return dev_ffn(C, &L->gate_shexp, 0, &L->up_shexp, 0, &L->down_shexp, L->gate_shexp.rows, n, y, out, 0);
 }
 
 static int dev_route(cu_impl *C, int il, int n, const float *y, const int32_t *forced) {
@@ -623,7 +626,7 @@ static ds_status cu_attn(ds_backend *be, const ds_model *m, int il, const ds_row
     const size_t bytes = (size_t)rows->n * m->hp.n_embd * sizeof(float);
     int nw, rc;
     if ((rc = bind_kv(C, kv)) || (rc = upload_inputs(C, rows, NULL, NULL, kv, &nw)) || (rc = to_dev(C, C->h, h, bytes)) ||
-        (rc = dev_attn(C, il, rows->n, C->h, C->a)) || (rc = to_host(C, out, C->a, bytes)))
+        (rc = dev_attn(C, il, rows->n, C->h, C->a, 0)) || (rc = to_host(C, out, C->a, bytes)))
         return cu_fail(rc, "attn");
     return DS_OK;
 }
@@ -633,7 +636,7 @@ static ds_status cu_dense_ffn(ds_backend *be, const ds_model *m, int il, int n, 
     if (cudaSetDevice(C->phys) != cudaSuccess) return cu_fail(1, "set device");
     const size_t bytes = (size_t)n * m->hp.n_embd * sizeof(float);
     int rc;
-    if ((rc = to_dev(C, C->y, y, bytes)) || (rc = dev_dense(C, il, n, C->y, C->f)) || (rc = to_host(C, out, C->f, bytes)))
+    if ((rc = to_dev(C, C->y, y, bytes)) || (rc = dev_dense(C, il, n, C->y, C->f, 0)) || (rc = to_host(C, out, C->f, bytes)))
         return cu_fail(rc, "dense_ffn");
     return DS_OK;
 }
@@ -715,15 +718,16 @@ static int dev_layers(cu_impl *C, int n, int nw) {
     const int R = C->max_rows;
     int rc;
     for (int il = 0; il < hp->n_layer; il++) {
-        if ((rc = dev_attn(C, il, n, C->h, C->a)) || (rc = PROF(C, P_NORM, ds_cu_add(C->h, C->a, (int64_t)nE, C->s))))
-            return rc;
+        /* attn_output and the dense FFN's down add onto the residual h as they store */
+        if ((rc = dev_attn(C, il, n, C->h, C->h, 1))) return rc;
         const cu_layer *L = &C->L[il]; /* the FFN's first product reads y: gate (dense) or the shared expert's */
         const cu_w *first = !C->m->layers[il].is_moe ? &L->ffn_gate : L->gate_shexp.d ? &L->gate_shexp : NULL;
         if ((rc = PROF(C, P_NORM,
                        norm_rows(C, C->h, hp->n_embd, &L->ffn_norm, hp->n_embd, n, C->y, hp->n_embd, first))))
             return rc;
         if (!C->m->layers[il].is_moe) {
-            if ((rc = PROF(C, P_DENSE, dev_dense(C, il, n, C->y, C->f)))) return rc;
+            if ((rc = PROF(C, P_DENSE, dev_dense(C, il, n, C->y, C->h, 1)))) return rc;
+            continue;
         } else if (C->host_exps[il]) {
             const bool stream = cu_stream_cheaper(C, il, n);
             if ((rc = PROF(C, P_ROUTE, dev_route(C, il, n, C->y, NULL))) ||
