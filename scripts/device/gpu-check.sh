@@ -16,8 +16,10 @@ BUILD=${BUILD:-/tmp/build-gpu}
 STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile serve memcheck"}
 # not in the default list: decode (A/B of the decode paths on ds10, 1 and 8 streams), kernels (ncu:
 # the time of every kernel of one decode step of 1 and 8 rows), ab (decode A/B of the env knobs in
-# AB_CFGS, default: the MLA query load, the int8 GEMV's stage cap, the MLA head tile), depth (dsinfer
-# bench tg128 at depths 0, 4096, 32768 under each of DEPTH_CFGS)
+# AB_CFGS, default: base, unfused quantization, base again), depth (dsinfer bench tg128 at depths
+# 0, 4096, 32768 under each of DEPTH_CFGS, then the attention tests under other split sizes),
+# stalls (ncu --set full on chosen kernels of one step: occupancy and stall reasons), sass (one
+# kernel's SASS with per-instruction executed counts and stall samples)
 JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
 mkdir -p "$DS_TEST_TMP"
@@ -191,7 +193,7 @@ if has decode; then
 fi
 
 if has ab; then
-  cfgs=${AB_CFGS:-"DSINFER_BASE=1 DSINFER_CUDA_MLA_QREG=1 DSINFER_Q8_STAGES_CAP=8 DSINFER_Q8_STAGES_CAP=6 DSINFER_CUDA_MLA_MT=1 DSINFER_CUDA_MLA_MT=2 DSINFER_BASE=2"}
+  cfgs=${AB_CFGS:-"DSINFER_BASE=1 DSINFER_CUDA_FUSE=0 DSINFER_BASE=2"}
   stage "A/B on ds10, cuda_bench ids: tg128 one stream (the server's -c 1024 -np 8), tg64 eight streams; $cfgs"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   for cfg in $cfgs; do
@@ -203,14 +205,14 @@ if has ab; then
 fi
 
 if has depth; then
-  stage "depth: dsinfer bench tg128 at depths 0, 4096, 32768 (ds10), A/B of ${DEPTH_CFGS:-DSINFER_BASE=1 DSINFER_CUDA_MLA_QREG=1 DSINFER_CUDA_MLA_MT=1}"
+  stage "depth: dsinfer bench tg128 at depths 0, 4096, 32768 (ds10), A/B of ${DEPTH_CFGS:-DSINFER_BASE=1 DSINFER_CUDA_MLA_CHUNK=256}"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
-  for cfg in ${DEPTH_CFGS:-DSINFER_BASE=1 DSINFER_CUDA_MLA_QREG=1 DSINFER_CUDA_MLA_MT=1}; do
+  for cfg in ${DEPTH_CFGS:-DSINFER_BASE=1 DSINFER_CUDA_MLA_CHUNK=256}; do
     echo "-- $cfg"
     env "$cfg" timeout 280 "$BUILD/dsinfer" bench -m /tmp/ds10.gguf --device cuda -p 0 -n 128 -d 0,4096,32768 -r 2 2>&1 |
       grep -v "^.cuda: loading"
   done
-  for cfg in DSINFER_CUDA_MLA_QREG=1 DSINFER_CUDA_MLA_MT=1 DSINFER_CUDA_MLA_MT=2; do
+  for cfg in DSINFER_CUDA_MLA_CHUNK=32 DSINFER_CUDA_MLA_CHUNK=256; do
     echo "-- the attention tests under $cfg"
     (cd "$BUILD" && env "$cfg" timeout 200 ctest -R 'test_cuda_mla|test_cuda_model' 2>&1 | grep -E "tests passed|Failed|\*\*\*")
   done
@@ -226,6 +228,34 @@ if has kernels; then
       "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 8 1 $S 1024 8 >/dev/null 2>&1
     python3 "$ROOT/scripts/device/ncu_table.py" /tmp/ncu_$S.csv 2>&1 | head -70
   done
+fi
+
+if has stalls; then
+  # --set full on the kernels of one 1-row ds10 step whose names match STALL_KERNELS: occupancy,
+  # issue activity and the stall reasons ncu's rules name; the whole details page goes to $OUT
+  stage "stalls: ncu --set full, one ds10 decode step, kernels ${STALL_KERNELS:=q8_gemv|route_kernel|q8_rmsnorm|mla_tc}"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 400 ncu --nvtx --nvtx-include "step/" --set full \
+    --kernel-name "regex:$STALL_KERNELS" --launch-count ${STALL_COUNT:-40} -o /tmp/stalls -f \
+    "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 8 1 1 1024 8 >/dev/null 2>&1
+  ncu --import /tmp/stalls.ncu-rep --page details > "$OUTDIR/ncu_stalls.txt" 2>&1
+  grep -E '^  [a-z_]+.*\(|Duration|Achieved Occupancy|Registers Per|Issue Slots Busy|Warp Cycles Per Issued|Memory Throughput|Theoretical Occupancy' \
+    "$OUTDIR/ncu_stalls.txt" | head -120
+fi
+
+if has sass; then
+  # one kernel's SASS with ncu's per-instruction counts (executed instructions, stall samples) for
+  # its SASS_SKIP+1-th launch in a 1-row ds10 decode step; SASS_KERNEL is the mangled name
+  : "${SASS_KERNEL:=_Z14q8_gemv_kernelILi11ELi1ELi4ELi2ELb0EEv7q8_args16ds_cu_q8_experts}"
+  stage "sass: $SASS_KERNEL, launch ${SASS_SKIP:=1} of the step"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 300 ncu --nvtx --nvtx-include "step/" --set full \
+    --kernel-name-base mangled --kernel-name "$SASS_KERNEL" --launch-skip "$SASS_SKIP" --launch-count 1 \
+    -o /tmp/sass -f "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 8 1 1 1024 8 >/dev/null 2>&1
+  ncu --import /tmp/sass.ncu-rep --page source --print-source sass --csv > "$OUTDIR/sass_counts.csv" 2>&1
+  ncu --import /tmp/sass.ncu-rep --page details > "$OUTDIR/sass_details.txt" 2>&1
+  grep -E "Duration|Executed Instructions  |Grid Size" "$OUTDIR/sass_details.txt"
+  wc -l "$OUTDIR/sass_counts.csv"
 fi
 
 if has memcheck; then
