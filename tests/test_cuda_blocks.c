@@ -9,6 +9,8 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/rowops.h"
+#include "backend/cuda/router.h"
+#include "model/model.h"
 #include "model/synth.h"
 
 #include <cuda_runtime_api.h>
@@ -309,12 +311,87 @@ static void check_argmax_kernel(void) {
     }
 }
 
+/* ds_cu_route against ds_moe_select, row by row: the same ids in the same
+ * order, the same weight bits, the same margin. Shapes: DeepSeek-V3's (256
+ * experts, 8 groups of which 4 kept, top 8, sigmoid + bias, normalised,
+ * scaled: the register path), V2-Lite-like (64 experts, no groups, softmax,
+ * top 6: the register path), a group of 4 experts and 320 experts (both the
+ * shared-memory path). Rows: random, exact ties inside and across groups
+ * and lanes, all equal, and a NaN logit (the shared-memory path's fallback). */
+static void check_router(void) {
+    static const struct { int n_expert, k, n_group, n_group_used, sigmoid, norm; float scale; } shapes[] = {
+        { 256, 8, 8, 4, 1, 1, 2.5f }, { 64, 6, 1, 1, 0, 0, 1.0f }, { 16, 4, 4, 2, 1, 1, 1.0f }, { 320, 8, 1, 1, 1, 1, 1.0f },
+    };
+    enum { ROWS = 12 };
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const int E = shapes[si].n_expert, K = shapes[si].k;
+        ds_hparams hp;
+        memset(&hp, 0, sizeof hp);
+        hp.n_expert = E;
+        hp.n_expert_used = K;
+        hp.n_group = shapes[si].n_group;
+        hp.n_group_used = shapes[si].n_group_used;
+        hp.gating = shapes[si].sigmoid ? DS_GATING_SIGMOID : DS_GATING_SOFTMAX;
+        hp.expert_weights_norm = shapes[si].norm;
+        hp.expert_weights_scale = shapes[si].scale;
+        float *lg = malloc((size_t)ROWS * E * sizeof *lg), *bias = malloc((size_t)E * sizeof *bias);
+        uint64_t st = 7 + si;
+        for (int i = 0; i < E; i++) bias[i] = shapes[si].sigmoid ? 0.05f * ds_test_randf(&st) : 0.f;
+        for (int64_t i = 0; i < (int64_t)ROWS * E; i++) lg[i] = 3.f * ds_test_randf(&st);
+        for (int r = 1; r < ROWS; r++) {
+            float *x = lg + (size_t)r * E;
+            switch (r) {
+            case 1: for (int i = 0; i < E; i++) x[i] = (float)(i % 5); break; /* ties everywhere */
+            case 2: for (int i = 0; i < E; i++) x[i] = 1.f; break;             /* all equal */
+            case 3: x[3] = x[E - 2] = x[E / 2 + 1] = 9.f; break;               /* ties across groups */
+            case 4: x[8] = x[9] = x[16] = x[E - 1] = 9.f; break;                /* ties in and across lanes */
+            case 5: x[E / 3] = NAN; break;                                      /* the fallback */
+            default: break;
+            }
+        }
+        float *dl = NULL, *db = NULL, *dw = NULL, *dm = NULL;
+        int32_t *di = NULL;
+        float w[ROWS * 8], m[ROWS];
+        int32_t ids[ROWS * 8];
+        bool ok = cudaMalloc((void **)&dl, (size_t)ROWS * E * 4) == cudaSuccess && cudaMalloc((void **)&db, (size_t)E * 4) == cudaSuccess &&
+                  cudaMalloc((void **)&dw, sizeof w) == cudaSuccess && cudaMalloc((void **)&dm, sizeof m) == cudaSuccess &&
+                  cudaMalloc((void **)&di, sizeof ids) == cudaSuccess &&
+                  cudaMemcpy(dl, lg, (size_t)ROWS * E * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+                  cudaMemcpy(db, bias, (size_t)E * 4, cudaMemcpyHostToDevice) == cudaSuccess;
+        ds_cu_route_params p = { .logits = dl, .bias = shapes[si].sigmoid ? db : NULL, .ids = di, .weights = dw,
+                                 .margin = dm, .n = ROWS, .n_expert = E, .k = K, .n_group = hp.n_group,
+                                 .n_group_used = hp.n_group_used, .sigmoid = shapes[si].sigmoid,
+                                 .norm = shapes[si].norm, .scale = shapes[si].scale, .stream = 0 };
+        ok = ok && ds_cu_route(&p) == 0 && cudaMemcpy(ids, di, (size_t)ROWS * K * 4, cudaMemcpyDeviceToHost) == cudaSuccess &&
+             cudaMemcpy(w, dw, (size_t)ROWS * K * 4, cudaMemcpyDeviceToHost) == cudaSuccess &&
+             cudaMemcpy(m, dm, (size_t)ROWS * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+        CHECK(ok, "router E %d runs", E);
+        int same = 0;
+        for (int r = 0; ok && r < ROWS; r++) {
+            int32_t rid[8];
+            float rw[8];
+            const float rm = ds_moe_select(&hp, lg + (size_t)r * E, shapes[si].sigmoid ? bias : NULL, NULL, rid, rw);
+            bool eq = memcmp(rid, ids + r * K, (size_t)K * 4) == 0 && (memcmp(&rm, m + r, 4) == 0 || (isnan(rm) && isnan(m[r])));
+            for (int j = 0; j < K; j++) /* the same bits, or both NaN (payloads differ between host and device) */
+                eq = eq && (memcmp(rw + j, w + r * K + j, 4) == 0 || (isnan(rw[j]) && isnan(w[r * K + j])));
+            same += eq;
+            CHECK(eq, "router E %d row %d: ids %d %d %d.. (host %d %d %d..), w0 %.9g (host %.9g), margin %.9g (host %.9g)", E,
+                  r, ids[r * K], ids[r * K + 1], ids[r * K + 2], rid[0], rid[1], rid[2], w[r * K], rw[0], m[r], rm);
+        }
+        printf("router E %3d k %d groups %d/%d: %d/%d rows equal ds_moe_select (ids, weight bits, margin)\n", E, K,
+               hp.n_group, hp.n_group_used, same, ROWS);
+        cudaFree(dl); cudaFree(db); cudaFree(dw); cudaFree(dm); cudaFree(di);
+        free(lg); free(bias);
+    }
+}
+
 int main(void) {
     if (ds_cuda_device_count() < 1) {
         printf("skipped: no CUDA device\n");
         return 77;
     }
     check_argmax_kernel();
+    check_router();
     test_gemv_all();
     check_model(DS_SYNTH_Q3_K_M, false);
     if (getenv("DS_CUDA_TEST_QUICK")) return ds_test_finish("test_cuda_blocks");
