@@ -750,11 +750,27 @@ struct q8_plan {
     size_t smem;
 };
 
-/* lanes per row group: 32, or fewer when a row has too few units to use them */
-static int q8_lanes(int64_t nunits, int lps) {
+/* Lanes per row group: 32, or fewer when a row has too few units to use
+ * them. Then, for a matrix of M * lg >= 32768 rows (2048+ at 16 lanes), fewer
+ * lanes when that leaves fewer unit slots idle in a row's last step (ties
+ * to more lanes): at K 7168 a K-quant row has 28 units, 4 steps of 8 at 32
+ * lanes (1/8 of the slots idle) but 7 of 4 at 16; q_b's 6 units fill 8
+ * lanes' steps exactly. The q3_K products are ALU-bound (ncu, session 8),
+ * so idle slots are lost issue; small matrices (q_a, kv_a) keep more lanes
+ * a row for the latency. The choice reads the matrix's own K and M only, so
+ * an expert-mode launch and a plain call on one of its matrices split the
+ * rows alike and give the same bits. */
+static int q8_lanes(int64_t nunits, int lps, int64_t M) {
     int lg = 32;
     while (lg > lps && (int64_t)(lg / 2) >= nunits * lps) lg /= 2;
-    return lg;
+    int best = lg;
+    int64_t best_slots = (nunits + lg / lps - 1) / (lg / lps) * (lg / lps);
+    for (int l = lg / 2; l >= lps && M * l >= 32768; l /= 2) {
+        const int spg = l / lps;
+        const int64_t slots = (nunits + spg - 1) / spg * spg;
+        if (slots < best_slots) best = l, best_slots = slots;
+    }
+    return best;
 }
 
 /* R: 4 rows per lane group share each activation load and put 4 rows of
@@ -771,7 +787,7 @@ static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cf
     pl->grid_y = ex && ex->ids ? ex->n_pairs * (ex->w2 ? 2 : 1) : 1;
     const int64_t Mall = p->M * pl->grid_y; /* rows of all the launch's matrices: what fills the SMs */
     const int64_t nunits = p->K / W::SBE;
-    pl->lg = q8_lanes(nunits, W::LPS);
+    pl->lg = q8_lanes(nunits, W::LPS, p->M);
     const int G = 32 / pl->lg, spg = pl->lg / W::LPS;
     int R = 4;
     if (cfg && cfg->rows > 0) R = cfg->rows >= 4 ? 4 : cfg->rows >= 2 ? 2 : 1;
