@@ -4,6 +4,7 @@
  * Not split-KV yet: long contexts at batch 1 use only n_head blocks. */
 #include "attn.h"
 #include "cuda_check.h"
+#include "rownorm.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -85,14 +86,13 @@ __device__ __forceinline__ size_t kv_row_off(const ds_cu_kv_view &kv, int il, in
  * first use: in a loop that waited on each, the kernel took 5.4 us at one
  * row (ncu, H200, session 8). The sums run in the same order as that loop's
  * (element t, t + 256, ... per thread), so the bits are the same. */
-#define KS_THREADS 256
+#define KS_THREADS RN_THREADS /* rn_scale's block */
 #define KS_MAXV (2048 / KS_THREADS)
 template <int KT>
 __global__ void __launch_bounds__(KS_THREADS)
 kv_store_kernel(const float *__restrict__ kvrow, int kv_lora, int d_rope, const float *__restrict__ norm_w,
                 float eps, const float *__restrict__ freq, ds_cu_kv_view kv, int il) {
     __shared__ float row[2048];
-    __shared__ double part[KS_THREADS / 32];
     const int r = blockIdx.x, D = kv_lora + d_rope;
     const float *src = kvrow + (size_t)r * D;
     const int32_t p = kv.pos[r], tab = kv.row_tab[r];
@@ -107,13 +107,7 @@ kv_store_kernel(const float *__restrict__ kvrow, int kv_lora, int d_rope, const 
 #pragma unroll
     for (int k = 0; k < KS_MAXV; k++)
         if (threadIdx.x + k * KS_THREADS < kv_lora) ss += (double)v[k] * v[k];
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    double tot = 0;
-#pragma unroll
-    for (int i = 0; i < KS_THREADS / 32; i++) tot += part[i];
-    const float scale = (float)(1.0 / sqrt(tot / kv_lora + eps));
+    const float scale = rn_scale(ss, kv_lora, eps);
 #pragma unroll
     for (int k = 0; k < KS_MAXV; k++) {
         const int i = threadIdx.x + k * KS_THREADS;

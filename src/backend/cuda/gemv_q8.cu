@@ -573,7 +573,8 @@ template <int T, int NR, int R, int AL> struct q8_lane {
             }
             uint8_t *d = slot + (g * R + i) * a.str;
             q8_copy_chunks(d, c0, sub, full, lg);
-            if (full < nch && sub == full % lg) q8_copy_tail(d + 16 * full, c0 + 16 * full, (int)(a.wend - (c0 + 16 * full)));
+            if (full < nch && sub == full % lg)
+                q8_copy_tail(d + 16 * full, c0 + 16 * full, (int)(a.wend - (c0 + 16 * full)));
         }
     }
     Q8_HD void load(typename W::act &x, const q8_args &a, int r, int64_t e0) const {

@@ -8,6 +8,7 @@
 #define ROUTE_MAX_EXPERTS 1024
 #define ROUTE_THREADS 256
 #define ROUTE_MAX_K 64 /* experts a token uses, at most */
+#define ROUTE_MIN_SUM 6.103515625e-5 /* the weights' sum is floored here before normalising (ds_moe_select) */
 
 /* ds_moe_select's argmax_masked by one warp: its scan starts at the first
  * untaken entry and moves only to a larger value, so a NaN there is the
@@ -144,7 +145,7 @@ __device__ bool route_regs(const ds_cu_route_params &p, const float *score, cons
     for (int j = 0; j < k; j++) sum += (double)__shfl_sync(0xffffffffu, wv, j);
     float wj = wv;
     if (p.norm) {
-        const double den = sum > 6.103515625e-5 ? sum : 6.103515625e-5;
+        const double den = sum > ROUTE_MIN_SUM ? sum : ROUTE_MIN_SUM;
         wj = (float)(wv / den);
     }
     if (lane < k) {
@@ -261,7 +262,7 @@ __global__ void __launch_bounds__(ROUTE_THREADS) route_kernel(ds_cu_route_params
         sum += wj[j];
     }
     if (p.norm) {
-        double den = sum > 6.103515625e-5 ? sum : 6.103515625e-5;
+        double den = sum > ROUTE_MIN_SUM ? sum : ROUTE_MIN_SUM;
         for (int j = 0; j < k; j++) wj[j] = (float)(wj[j] / den);
     }
     for (int j = 0; j < k; j++) {
