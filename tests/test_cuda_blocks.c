@@ -318,6 +318,61 @@ static void check_argmax_kernel(void) {
  * top 6: the register path), a group of 4 experts and 320 experts (both the
  * shared-memory path). Rows: random, exact ties inside and across groups
  * and lanes, all equal, and a NaN logit (the shared-memory path's fallback). */
+/* The router logits' tiled f32 GEMV: every row count gives each row the
+ * same bits (a decode step routes as a prefill does), and the sums are
+ * within 2e-5 * sum|w x| of a double reference: each lane adds K/32 <= 224
+ * products in order and a 5-level tree adds the lanes, so the worst-case
+ * rounding is (224 + 5) * 2^-24 ~ 1.4e-5 of sum|w x|. */
+static void check_f32_tiles(int64_t K, int64_t M, int n, uint64_t seed) {
+    const int64_t ldw = K + 32; /* padded rows: row_bytes > 4K */
+    float *w = malloc((size_t)M * ldw * 4), *x = malloc((size_t)n * K * 4);
+    float *y = malloc((size_t)n * M * 4), *y1 = malloc((size_t)n * M * 4);
+    uint64_t st = seed;
+    for (int64_t i = 0; i < M * ldw; i++) w[i] = 0.05f * ds_test_randf(&st);
+    for (int64_t i = 0; i < (int64_t)n * K; i++) x[i] = ds_test_randf(&st);
+    float *dw = NULL, *dx = NULL, *dy = NULL;
+    bool ok = cudaMalloc((void **)&dw, (size_t)M * ldw * 4) == cudaSuccess &&
+              cudaMalloc((void **)&dx, (size_t)n * K * 4) == cudaSuccess &&
+              cudaMalloc((void **)&dy, (size_t)n * M * 4) == cudaSuccess &&
+              cudaMemcpy(dw, w, (size_t)M * ldw * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+              cudaMemcpy(dx, x, (size_t)n * K * 4, cudaMemcpyHostToDevice) == cudaSuccess;
+    CHECK(ok, "f32 tiles: cuda alloc/copy");
+    ds_cu_gemv_params p = { .w = dw, .type = DS_TYPE_F32, .K = K, .M = M, .row_bytes = (size_t)ldw * 4, .x = dx,
+                            .ldx = K, .y = dy, .ldy = M, .n = n };
+    ok = ok && ds_cu_gemv_f32_tiles(&p) == 0 && cudaMemcpy(y, dy, (size_t)n * M * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+    /* the same rows one, three and n - 1 at a time (the three kernel shapes) */
+    for (int r0 = 0, step = 1; ok && r0 < n; r0 += step, step = step == 1 ? 3 : n) {
+        ds_cu_gemv_params q = p;
+        q.n = r0 + step <= n ? step : n - r0;
+        q.x = dx + (size_t)r0 * K;
+        q.y = dy + (size_t)r0 * M;
+        ok = ds_cu_gemv_f32_tiles(&q) == 0;
+    }
+    ok = ok && cudaMemcpy(y1, dy, (size_t)n * M * 4, cudaMemcpyDeviceToHost) == cudaSuccess;
+    CHECK(ok, "f32 tiles K %lld M %lld n %d: launches", (long long)K, (long long)M, n);
+    if (ok) {
+        CHECK(memcmp(y, y1, (size_t)n * M * 4) == 0, "f32 tiles K %lld M %lld n %d: rows alone differ from all at once",
+              (long long)K, (long long)M, n);
+        double worst = 0;
+        for (int r = 0; r < n; r++)
+            for (int64_t m = 0; m < M; m++) {
+                double s = 0, a = 0;
+                for (int64_t k = 0; k < K; k++) {
+                    s += (double)w[m * ldw + k] * x[(size_t)r * K + k];
+                    a += fabs((double)w[m * ldw + k] * x[(size_t)r * K + k]);
+                }
+                const double e = fabs(y[(size_t)r * M + m] - s) / a;
+                if (e > worst) worst = e;
+            }
+        CHECK(worst <= 2e-5, "f32 tiles K %lld M %lld n %d: err / sum|wx| %.2e > 2e-5", (long long)K, (long long)M, n,
+              worst);
+        printf("f32 tiles K %lld M %lld n %d: bit-equal at any row count, err / sum|wx| %.2e\n", (long long)K,
+               (long long)M, n, worst);
+    }
+    cudaFree(dw); cudaFree(dx); cudaFree(dy);
+    free(w); free(x); free(y); free(y1);
+}
+
 static void check_router(void) {
     static const struct { int n_expert, k, n_group, n_group_used, sigmoid, norm; float scale; } shapes[] = {
         { 256, 8, 8, 4, 1, 1, 2.5f }, { 64, 6, 1, 1, 0, 0, 1.0f }, { 16, 4, 4, 2, 1, 1, 1.0f }, { 320, 8, 1, 1, 1, 1, 1.0f },
@@ -392,6 +447,8 @@ int main(void) {
     }
     check_argmax_kernel();
     check_router();
+    check_f32_tiles(96, 37, 19, 5);    /* awkward: partial tiles in both directions */
+    check_f32_tiles(7168, 256, 41, 6); /* V3's router */
     test_gemv_all();
     check_model(DS_SYNTH_Q3_K_M, false);
     if (getenv("DS_CUDA_TEST_QUICK")) return ds_test_finish("test_cuda_blocks");

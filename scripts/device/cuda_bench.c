@@ -140,9 +140,13 @@ int main(int argc, char **argv) {
         for (int r = 0; r <= reps && r < 16; r++) {
             ds_ctx_seq_truncate(c, 0, 0);
             ds_batch b = { pp, tok, pos, seq, want, NULL };
+            /* CUDA_BENCH_NVTX=1: the last rep's prefill in an NVTX range "prefill" */
+            const bool pmark = nvtx && r == reps;
+            if (pmark) nvtxRangePushA("prefill");
             double a = ds_time_s();
             if (ds_ctx_decode(c, &b, logits, &err)) { fprintf(stderr, "pp: %s\n", err.msg); return 1; }
             double t = ds_time_s() - a;
+            if (pmark) nvtxRangePop();
             for (int q = 0; q < S; q++) {
                 ds_ctx_seq_truncate(c, seq0 + q, 0);
                 if (!depth) continue;

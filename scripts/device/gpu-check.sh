@@ -15,7 +15,8 @@ exec > >(tee -p -a "$LOG") 2>&1
 BUILD=${BUILD:-/tmp/build-gpu}
 STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile serve memcheck"}
 # not in the default list: decode (A/B of the decode paths on ds10, 1 and 8 streams), kernels (ncu:
-# the time of every kernel of one decode step of 1 and 8 rows), ab (decode A/B of the env knobs in
+# the time of every kernel of one decode step of 1 and 8 rows), pkernels (the same for one pp512
+# prefill, PK_TOKENS tokens), ab (decode A/B of the env knobs in
 # AB_CFGS, default: base, unfused quantization, base again), depth (dsinfer bench tg128 at depths
 # 0, 4096, 32768 under each of DEPTH_CFGS, then the attention tests under other split sizes),
 # stalls (ncu --set full on chosen kernels of one step: occupancy and stall reasons), sass (one
@@ -230,14 +231,25 @@ if has kernels; then
   done
 fi
 
+if has pkernels; then
+  stage "pkernels: ncu, every kernel of one ds10 pp512 prefill, caches and clocks left as they run"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  CUDA_BENCH_NVTX=1 timeout 400 ncu --nvtx --nvtx-include "prefill/" --cache-control none \
+    --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --log-file /tmp/ncu_pp.csv \
+    "$BUILD/cuda_bench" /tmp/ds10.gguf cuda ${PK_TOKENS:-512} 1 1 >/dev/null 2>&1
+  python3 "$ROOT/scripts/device/ncu_table.py" /tmp/ncu_pp.csv 2>&1 | head -60
+fi
+
 if has stalls; then
   # --set full on the kernels of one 1-row ds10 step whose names match STALL_KERNELS: occupancy,
   # issue activity and the stall reasons ncu's rules name; the whole details page goes to $OUT
-  stage "stalls: ncu --set full, one ds10 decode step, kernels ${STALL_KERNELS:=q8_gemv|route_kernel|q8_rmsnorm|mla_tc}"
+  # STALL_PREFILL=1: the kernels of one pp512 prefill instead
+  if [ -n "${STALL_PREFILL:-}" ]; then srange=prefill/; sargs="512 1 1"; else srange=step/; sargs="16 8 1 1 1024 8"; fi
+  stage "stalls: ncu --set full, one ds10 $srange, kernels ${STALL_KERNELS:=q8_gemv|route_kernel|q8_rmsnorm|mla_tc}"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
-  CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 400 ncu --nvtx --nvtx-include "step/" --set full \
+  CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 400 ncu --nvtx --nvtx-include "$srange" --set full \
     --kernel-name "regex:$STALL_KERNELS" --launch-count ${STALL_COUNT:-40} -o /tmp/stalls -f \
-    "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 8 1 1 1024 8 >/dev/null 2>&1
+    "$BUILD/cuda_bench" /tmp/ds10.gguf cuda $sargs >/dev/null 2>&1
   ncu --import /tmp/stalls.ncu-rep --page details > "$OUTDIR/ncu_stalls.txt" 2>&1
   grep -E '^  [a-z_]+.*\(|Duration|Achieved Occupancy|Registers Per|Issue Slots Busy|Warp Cycles Per Issued|Memory Throughput|Theoretical Occupancy' \
     "$OUTDIR/ncu_stalls.txt" | head -120

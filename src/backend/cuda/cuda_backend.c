@@ -429,11 +429,12 @@ static int dev_route(cu_impl *C, int il, int n, const float *y, const int32_t *f
     const cu_layer *L = &C->L[il];
     int rc;
     /* router logits always in f32 (the GEMV): f16 inputs could flip near-tied
-     * expert choices, and this matrix is small */
+     * expert choices, and this matrix is small; f32 router weights (the
+     * GGUFs') take the tiled kernel, whose sums do not depend on n */
     ds_cu_gemv_params gp = { .w = L->gate_inp.d, .type = L->gate_inp.type, .K = L->gate_inp.K, .M = hp->n_expert,
                              .row_bytes = L->gate_inp.row_bytes, .x = y, .ldx = hp->n_embd, .y = C->rlogit,
                              .ldy = hp->n_expert, .n = n, .stream = C->s };
-    if ((rc = ds_cu_gemv(&gp))) return rc;
+    if ((rc = gp.type == DS_TYPE_F32 ? ds_cu_gemv_f32_tiles(&gp) : ds_cu_gemv(&gp))) return rc;
     ds_cu_route_params p = { .logits = C->rlogit, .bias = L->exp_bias.d ? (const float *)L->exp_bias.d : NULL,
                              .forced = forced, .ids = C->ids, .weights = C->rw, .margin = C->margin, .n = n,
                              .n_expert = hp->n_expert, .k = hp->n_expert_used, .n_group = hp->n_group,

@@ -1,17 +1,23 @@
 /* gemm.cu: the prefill GEMM on tensor cores (see gemm.h).
  *
  * A block of 4 warps computes a 64 (weight rows) x BN (activation rows)
- * tile of y. Quantized weights come in 256 columns at a time: the tile's
- * raw blocks are copied to shared memory with coalesced 2-byte loads (a
- * thread per weight row reading its own blocks from global memory made
+ * tile of y. Quantized weights come in passes of 256 columns: the tile's
+ * raw blocks are copied to shared memory by cp.async in 16-byte chunks
+ * (a thread per weight row reading its own blocks from global memory made
  * every load touch 16 rows' cache lines: ~200 GB/s of dequantized weights).
  * Per K step of 64: each thread dequantizes one 32-element chunk of one
  * weight row from there (ds_cu_dq32, the same values as the CPU) to f16,
- * the f16 activation rows are copied in with 16-byte loads, and each warp
- * runs mma.sync m16n8k16 (f16 in, f32 accumulate) on its 32 x BN/2 part,
- * fragments read with ldmatrix. Rows in shared memory are padded by 16
- * bytes so the 8 rows an ldmatrix phase reads hit distinct banks. Plain
- * f32/f16/bf16 weights are read directly with 16-byte loads.
+ * the f16 activation rows come by cp.async too, and each warp runs
+ * mma.sync m16n8k16 (f16 in, f32 accumulate) on its 32 x BN/2 part,
+ * fragments read with ldmatrix. The steps are pipelined (gemm_kernel):
+ * loads run ahead, dequantization overlaps the MMAs. Rows in shared memory
+ * are padded by 16 bytes so the 8 rows an ldmatrix phase reads hit distinct
+ * banks. Plain f32/f16/bf16 weights are read directly with 16-byte loads.
+ *
+ * The first version (one raw pass at a time by 2-byte loads, a barrier
+ * between loading, dequantizing and multiplying) ran the MoE expert tiles
+ * of a ds10 pp512 at ~0.95 TB/s of weights, latency-bound (ncu, H200,
+ * session 9).
  *
  * Why f16 and not bf16: 11 significant bits against 8; weights of these
  * models are far inside f16's range, and activations are scaled per row by
@@ -43,13 +49,22 @@ template <int T> __host__ __device__ constexpr int gm_raw_bytes() {
     if constexpr (T == DS_TYPE_F32 || T == DS_TYPE_F16 || T == DS_TYPE_BF16) return 0;
     else return GM_RAW_K / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes;
 }
-/* their stride in shared memory: 16-byte multiples, so the K-quants' fields
- * (all at 4-byte multiples inside a super-block) take 4-byte loads */
-template <int T> __host__ __device__ constexpr int gm_raw_stride() { return (gm_raw_bytes<T>() + 15) & ~15; }
 
+
+/* N words from the 2-byte aligned shared address p: N + 1 aligned loads and
+ * a funnel shift each (reads up to 4 bytes past p + 4N) */
+template <int N> __device__ __forceinline__ void gm_ldw(const uint8_t *p, uint32_t *o) {
+    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+    const int sh = (int)((uintptr_t)p & 2) * 8;
+    uint32_t w[N + 1];
+#pragma unroll
+    for (int k = 0; k <= N; k++) w[k] = a[k];
+#pragma unroll
+    for (int k = 0; k < N; k++) o[k] = __funnelshift_r(w[k], w[k + 1], sh);
+}
 
 /* 32 elements of chunk c (of a super-block, or 32-element block c) from a
- * raw row in shared memory to f16 pairs: each value is the exact f32 value
+ * raw row in shared memory (b 2-byte aligned; 4-byte for q4_K/q5_K) to f16 pairs: each value is the exact f32 value
  * ds_cu_dq32 gives (these types' products are exact in f32), rounded once,
  * so both paths give the same bits. The K-quants and q8_0 unpack four
  * values per 32-bit word with the GEMV's ds_cu_bytes4 (fields to floats by
@@ -85,7 +100,9 @@ template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c
             const int lo = (s[k % 8] >> (4 * (k / 8))) & 0x0F, hi = (s[8 + k % 4] >> (2 * (k / 4))) & 0x03;
             dl[t] = d * (float)((lo | (hi << 4)) - 32);
         }
-        const uint32_t *qs = (const uint32_t *)(b + 32 + (j >> 2) * 32), *hm = (const uint32_t *)b;
+        uint32_t qs[8], hm[8];
+        gm_ldw<8>(b + 32 + (j >> 2) * 32, qs);
+        gm_ldw<8>(b, hm);
         const int shift = 2 * (j & 3);
 #pragma unroll
         for (int i = 0; i < 8; i++) { /* x = low 2 bits | high bit << 2: the value is x - 4 */
@@ -101,7 +118,9 @@ template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c
         const int8_t *scales = (const int8_t *)(b + 192);
         const float d = ds_cu_h2f(b + 208);
         const float dl0 = d * (float)scales[2 * j], dl1 = d * (float)scales[2 * j + 1];
-        const uint32_t *ql = (const uint32_t *)(b + 64 * hh + 32 * (s & 1)), *qh = (const uint32_t *)(b + 128 + 32 * hh);
+        uint32_t ql[8], qh[8];
+        gm_ldw<8>(b + 64 * hh + 32 * (s & 1), ql);
+        gm_ldw<8>(b + 128 + 32 * hh, qh);
         const int sl = 4 * (s >> 1), sh = 2 * s;
 #pragma unroll
         for (int i = 0; i < 8; i++) { /* x = 6 bits: the value is x - 32 */
@@ -192,14 +211,51 @@ __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint3
  * B from Xs[n][k] (k contiguous = B's columns): matrices (n 0-7, k 0-7),
  * (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15) -> b0 b1 of two n8 tiles;
  * lane addresses row n = (lane & 7) + 8 (lane >> 4), k + 8 ((lane >> 3) & 1). */
+/* 16 bytes global -> shared, asynchronously and L2 only (weights are read
+ * once, activations stay in L2); zero: fill the 16 bytes with zeros, read nothing */
+__device__ __forceinline__ void gm_cp16(void *dst, const void *src, bool zero) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)),
+                 "l"(__cvta_generic_to_global(src)), "r"(zero ? 0 : 16)
+                 : "memory");
+}
+__device__ __forceinline__ void gm_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void gm_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+/* Shared memory of one block (dynamic): two raw weight passes, two f16
+ * weight tiles, NX activation tiles. A pass is GM_RAW_K columns of the 64
+ * rows, each row copied in the aligned 16-byte chunks that cover its bytes
+ * (q3_K/q6_K/q8_0 rows are only 2-byte aligned), so its bytes start at
+ * (address & 15) in a slot with room for that offset, the chunk rounding
+ * and the 4 bytes gm_ldw reads past its range. */
+template <int T, int BN> struct gm_smem {
+    static constexpr int RAW = gm_raw_bytes<T>();
+    static constexpr int SLOT = RAW ? (RAW + 14 + 15 + 4 + 15) / 16 * 16 : 0;
+    static constexpr int CHUNKS = (RAW + 14 + 15) / 16; /* most chunks a row's pass takes */
+    static constexpr int NX = BN <= 64 ? 3 : 2;         /* activation tiles: NX - 1 steps ahead */
+    static constexpr size_t ws_off = (size_t)2 * GM_BM * SLOT;
+    static constexpr size_t xs_off = ws_off + (size_t)2 * GM_BM * GM_LD * 2;
+    static constexpr size_t total = xs_off + (size_t)NX * BN * GM_LD * 2;
+};
+
+/* A block computes y's 64 weight rows x BN activation rows in K steps of
+ * 64, as a pipeline (one barrier a step): step s runs the MMAs on weight
+ * tile s & 1 and activation tile s % NX while it dequantizes step s + 1's
+ * weights into the other weight tile, with step s + NX - 1's activations
+ * and the raw pass after next already on their way (cp.async). Raw pass P
+ * (buffer P & 1) is issued at step 4P - 5 (passes 0 and 1 before the loop),
+ * when step 4P - 6 has dequantized the last of pass P - 2. Every value, and
+ * the order of the MMAs, is what a step-by-step version computes. */
 template <int T, int BN>
 __global__ void __launch_bounds__(GM_THREADS)
 gemm_kernel(ds_cu_gemm_params p) {
+    using SM = gm_smem<T, BN>;
     constexpr int NJ = BN / 16; /* n8 tiles per warp: warps split BN in two halves */
-    constexpr int RAW = gm_raw_bytes<T>(), RAWS = gm_raw_stride<T>();
-    __shared__ __align__(16) uint16_t raw[RAW ? GM_BM * RAWS / 2 : 1];
-    __shared__ __align__(16) __half Ws[GM_BM][GM_LD];
-    __shared__ __align__(16) __half Xs[BN][GM_LD];
+    constexpr int RAW = SM::RAW, SLOT = SM::SLOT, NX = SM::NX;
+    constexpr int SPP = GM_RAW_K / GM_BK; /* steps per raw pass */
+    extern __shared__ __align__(16) uint8_t gm_shared[];
+    uint8_t *raw = gm_shared;
+    __half(*Ws)[GM_BM][GM_LD] = (__half(*)[GM_BM][GM_LD])(gm_shared + SM::ws_off);
+    __half(*Xs)[BN][GM_LD] = (__half(*)[BN][GM_LD])(gm_shared + SM::xs_off);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 1, wn = warp & 1;
     const int64_t m0 = (int64_t)blockIdx.y * GM_BM;
@@ -230,63 +286,97 @@ gemm_kernel(ds_cu_gemm_params p) {
     const int wr = tid >> 1, wc = tid & 1;
     const bool w_live = m0 + wr < p.M;
     const uint8_t *wrow = wb + (size_t)(w_live ? m0 + wr : 0) * p.row_bytes;
-    const int nchunks = (int)(p.K / 32);
+    const uint8_t *wend = wb + (size_t)p.M * p.row_bytes;
+    const int nchunks = (int)(p.K / 32), steps = (int)((p.K + GM_BK - 1) / GM_BK);
+    constexpr int PASS_BYTES = RAW; /* a whole pass; the last may hold less (32-blocks) */
 
-    for (int64_t k0 = 0; k0 < p.K; k0 += GM_BK) {
-        if constexpr (RAW > 0) {
-            if (k0 % GM_RAW_K == 0) { /* stage the next 256 columns of the 64 rows */
-                constexpr int W16 = RAW / 2;
-                const int64_t bytes0 = k0 / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes;
-                const int64_t left = (p.K - k0) / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes; /* K % blk == 0 */
-                const int live = left < RAW ? (int)left / 2 : W16;
-                for (int i = tid; i < GM_BM * W16; i += GM_THREADS) {
-                    const int row = i / W16, w16 = i - row * W16;
-                    uint16_t v = 0;
-                    if (m0 + row < p.M && w16 < live)
-                        v = *(const uint16_t *)(wb + (size_t)(m0 + row) * p.row_bytes + bytes0 + 2 * w16);
-                    raw[row * (RAWS / 2) + w16] = v;
-                }
-                __syncthreads();
-            }
-        }
-        {
-            const int c = (int)(k0 / 32) + wc;
-            uint4 *dst = (uint4 *)&Ws[wr][wc * 32];
-            if (w_live && c < nchunks) {
-                __align__(16) __half2 h[16];
-                if constexpr (RAW > 0) {
-                    gm_dq32<T>((const uint8_t *)raw + wr * RAWS, (int)(k0 % GM_RAW_K) / 32 + wc, h);
-                } else {
-                    float v[32];
-                    ds_cu_dq32<T>(wrow, c, v);
-#pragma unroll
-                    for (int i = 0; i < 16; i++) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
-                }
-#pragma unroll
-                for (int q = 0; q < 4; q++) dst[q] = ((const uint4 *)h)[q];
-            } else {
-#pragma unroll
-                for (int q = 0; q < 4; q++) dst[q] = make_uint4(0, 0, 0, 0);
-            }
-        }
-        /* BN rows x 64 f16 = BN x 8 uint4 */
+    /* activation tile of step s: BN rows x 64 f16 = BN x 8 chunks, zeros past the rows and K */
+    auto issue_x = [&](int s) {
+        if (s >= steps) return;
+        const int64_t k0 = (int64_t)s * GM_BK;
+        __half(*xs)[GM_LD] = Xs[s % NX];
 #pragma unroll
         for (int i = tid; i < BN * 8; i += GM_THREADS) {
             const int row = i >> 3, col = (i & 7) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (row < nr && k0 + col < p.K) v = *(const uint4 *)(xb + (size_t)row * p.ldx + k0 + col);
-            *(uint4 *)&Xs[row][col] = v;
+            const bool live = row < nr && k0 + col < p.K;
+            gm_cp16(&xs[row][col], live ? xb + (size_t)row * p.ldx + k0 + col : xb, !live);
         }
-        __syncthreads();
+    };
+    /* raw pass P of the tile's live rows into buffer P & 1; a chunk that would
+     * cross the matrix's end (its last row) is copied by plain loads */
+    auto issue_raw = [&](int P) {
+        if constexpr (RAW > 0) {
+            if ((int64_t)P * GM_RAW_K >= p.K) return;
+            constexpr int E = ds_cu_blk<T>::elems, B = ds_cu_blk<T>::bytes;
+            const int64_t left = (p.K - (int64_t)P * GM_RAW_K) / E * B;
+            const int nb = left < PASS_BYTES ? (int)left : PASS_BYTES;
+            uint8_t *buf = raw + (P & 1) * GM_BM * SLOT;
+            for (int i = tid; i < GM_BM * SM::CHUNKS; i += GM_THREADS) {
+                const int r = i / SM::CHUNKS, ch = i - r * SM::CHUNKS;
+                if (m0 + r >= p.M) continue;
+                const uint8_t *src = wb + (size_t)(m0 + r) * p.row_bytes + (size_t)P * PASS_BYTES;
+                const int off = (int)((uintptr_t)src & 15);
+                if (ch >= (off + nb + 15) >> 4) continue;
+                const uint8_t *c = src - off + 16 * ch;
+                uint8_t *d = buf + r * SLOT + 16 * ch;
+                if (c + 16 <= wend) {
+                    gm_cp16(d, c, false);
+                } else {
+                    for (int b = 0; b < 16; b++) d[b] = c + b < wend ? c[b] : 0;
+                }
+            }
+        }
+    };
+    /* step s's weights, this thread's 32-element chunk, to f16 in weight tile s & 1 */
+    auto dequant = [&](int s) {
+        const int c = 2 * s + wc;
+        uint4 *dst = (uint4 *)&Ws[s & 1][wr][wc * 32];
+        if (w_live && c < nchunks) {
+            __align__(16) __half2 h[16];
+            if constexpr (RAW > 0) {
+                const int P = s / SPP;
+                const int off = (int)((uintptr_t)(wrow + (size_t)P * PASS_BYTES) & 15);
+                gm_dq32<T>(raw + (P & 1) * GM_BM * SLOT + wr * SLOT + off, (s % SPP) * 2 + wc, h);
+            } else {
+                float v[32];
+                ds_cu_dq32<T>(wrow, c, v);
+#pragma unroll
+                for (int i = 0; i < 16; i++) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+            }
+#pragma unroll
+            for (int q = 0; q < 4; q++) dst[q] = ((const uint4 *)h)[q];
+        } else {
+#pragma unroll
+            for (int q = 0; q < 4; q++) dst[q] = make_uint4(0, 0, 0, 0);
+        }
+    };
+
+    for (int s = 0; s < NX - 1; s++) issue_x(s);
+    issue_raw(0);
+    issue_raw(1);
+    gm_commit();
+    gm_wait<0>();
+    __syncthreads();
+    dequant(0);
+    __syncthreads();
+    for (int s = 0; s < steps; s++) {
+        /* two groups a step, activations then raw, so the wait below can leave
+         * the raw pass (needed 4 steps later) in flight */
+        issue_x(s + NX - 1);
+        gm_commit();
+        if ((s + 1) % SPP == 0) issue_raw((s + 1) / SPP + 1);
+        gm_commit();
+        const __half(*ws)[GM_LD] = Ws[s & 1];
+        const __half(*xs)[GM_LD] = Xs[s % NX];
 #pragma unroll
         for (int kk = 0; kk < GM_BK; kk += 16) {
             uint32_t a[2][4];
 #pragma unroll
-            for (int i = 0; i < 2; i++) ldmatrix_x4(a[i], &Ws[wm * 32 + i * 16 + (lane & 15)][kk + 8 * (lane >> 4)]);
+            for (int i = 0; i < 2; i++) ldmatrix_x4(a[i], &ws[wm * 32 + i * 16 + (lane & 15)][kk + 8 * (lane >> 4)]);
 #pragma unroll
             for (int j = 0; j < NJ; j += 2) {
                 uint32_t b[4];
-                ldmatrix_x4(b, &Xs[wn * (BN / 2) + j * 8 + (lane & 7) + 8 * (lane >> 4)][kk + 8 * ((lane >> 3) & 1)]);
+                ldmatrix_x4(b, &xs[wn * (BN / 2) + j * 8 + (lane & 7) + 8 * (lane >> 4)][kk + 8 * ((lane >> 3) & 1)]);
 #pragma unroll
                 for (int i = 0; i < 2; i++) {
                     mma_16816(acc[i][j], a[i], b[0], b[1]);
@@ -294,6 +384,9 @@ gemm_kernel(ds_cu_gemm_params p) {
                 }
             }
         }
+        if (s + 1 < steps) dequant(s + 1);
+        /* step s + 1's activations landed (issued NX - 1 steps ago; 2 NX - 3 groups are newer) */
+        gm_wait<2 * NX - 3>();
         __syncthreads();
     }
 
@@ -327,11 +420,26 @@ extern "C" int ds_cu_gemm_supported(int type, int64_t ldx, int64_t group_rows, i
     return ldx % 8 == 0 && group_stride % 8 == 0 && (group_rows == 0 || group_rows % GM_BM == 0);
 }
 
-template <int T> static void launch_gemm(const ds_cu_gemm_params *p, int bn, unsigned nx) {
+template <int T, int BN> static int launch_bn(const ds_cu_gemm_params *p, dim3 grid) {
+    constexpr size_t smem = gm_smem<T, BN>::total;
+    if (smem > 48 * 1024)
+        DS_CU_TRY(cudaFuncSetAttribute(gemm_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    gemm_kernel<T, BN><<<grid, GM_THREADS, smem, p->stream>>>(*p);
+    return 0;
+}
+
+template <int T> static int launch_gemm(const ds_cu_gemm_params *p, int bn, unsigned nx) {
+    /* the dequantizers' word loads: 4-byte aligned q4_K/q5_K blocks, 2-byte the rest */
+    const uintptr_t a = (uintptr_t)p->w | p->row_bytes | (p->tiles ? p->expert_bytes : 0);
+    if (a % (T == DS_TYPE_Q4_K || T == DS_TYPE_Q5_K ? 4 : gm_raw_bytes<T>() ? 2 : 16)) {
+        fprintf(stderr, "cuda error %s:%d: gemm: type %d weights, rows or experts misaligned\n", __FILE__, __LINE__,
+                T);
+        return (int)cudaErrorInvalidValue;
+    }
     const dim3 grid(nx, (unsigned)((p->M + GM_BM - 1) / GM_BM));
-    if (bn == 32) gemm_kernel<T, 32><<<grid, GM_THREADS, 0, p->stream>>>(*p);
-    else if (bn == 64) gemm_kernel<T, 64><<<grid, GM_THREADS, 0, p->stream>>>(*p);
-    else gemm_kernel<T, 128><<<grid, GM_THREADS, 0, p->stream>>>(*p);
+    if (bn == 32) return launch_bn<T, 32>(p, grid);
+    if (bn == 64) return launch_bn<T, 64>(p, grid);
+    return launch_bn<T, 128>(p, grid);
 }
 
 extern "C" int ds_cu_gemm(const ds_cu_gemm_params *p) {
@@ -349,16 +457,24 @@ extern "C" int ds_cu_gemm(const ds_cu_gemm_params *p) {
         bn = p->tile_rows;
         nx = (unsigned)p->n_tiles;
     } else {
+        /* narrower tiles while the grid would give under 2 blocks an SM (132 on
+         * an H100/H200): kv_a's 9 weight tiles x 4 tiles of 128 rows left most
+         * SMs idle (pp512 on ds10, session 9); each weight tile is dequantized
+         * once per activation tile, so only small matrices take this */
+        const int64_t mt = (p->M + GM_BM - 1) / GM_BM;
         bn = ds_cu_gemm_tile_rows(p->n);
+        while (bn > 32 && mt * ((p->n + bn - 1) / bn) < 264) bn /= 2;
         nx = (unsigned)((p->n + bn - 1) / bn);
     }
     if (bn != 32 && bn != 64 && bn != 128) return (int)cudaErrorInvalidValue;
+    int rc;
     switch (p->type) {
-#define X(t) case t: launch_gemm<t>(p, bn, nx); break;
+#define X(t) case t: rc = launch_gemm<t>(p, bn, nx); break;
         DS_CU_FOR_TYPES(X)
 #undef X
     default: return (int)cudaErrorInvalidValue;
     }
+    if (rc) return rc;
     DS_CU_TRY_LAUNCH();
     return 0;
 }

@@ -6,7 +6,7 @@
  * rows on, and for q2_K and misaligned weights, the block-strided path
  * (4 warps per row). The other types dequantize 32-element chunks per lane.
  * Also the dequantize-rows and embedding kernels. Not a tensor-core GEMM:
- * prefill makes one pass per 16 rows. */
+ * prefill makes one pass per 16 rows, all passes in one launch (grid y). */
 #include "gemv.h"
 #include "dot_strided.cuh"
 #include "cuda_check.h"
@@ -15,12 +15,23 @@
 
 #define GEMV_NR 16 /* activation rows per pass */
 
-/* one block per weight row m: y[r][m] (+)= row . x[r] */
+/* x rows [GEMV_NR * blockIdx.y, + GEMV_NR) of n: every pass of a product in
+ * one launch (a pass's sums do not depend on the others or on NR) */
+template <typename X, typename Y>
+__device__ __forceinline__ int gemv_pass(X &x, int64_t ldx, Y &y, int64_t ldy, int n) {
+    const int r0 = GEMV_NR * (int)blockIdx.y;
+    x += (size_t)r0 * ldx;
+    y += (size_t)r0 * ldy;
+    return n - r0 < GEMV_NR ? n - r0 : GEMV_NR;
+}
+
+/* one block per weight row m and pass: y[r][m] (+)= row . x[r] */
 template <int T, int NR>
 __global__ void __launch_bounds__(DS_CU_ROW_WARPS * 32)
 gemv_kernel(const uint8_t *__restrict__ w, int64_t K, size_t row_bytes, const float *__restrict__ x, int64_t ldx,
-            int64_t group_rows, int64_t group_stride, float *__restrict__ y, int64_t ldy, int nr, int accumulate) {
+            int64_t group_rows, int64_t group_stride, float *__restrict__ y, int64_t ldy, int n, int accumulate) {
     const int64_t m = blockIdx.x;
+    const int nr = gemv_pass(x, ldx, y, ldy, n);
     const int64_t goff = group_rows > 0 ? (m / group_rows) * group_stride : 0;
     float out[NR];
     ds_cu_block_rows<T, NR>(w + (size_t)m * row_bytes, (int)K, x + goff, ldx, nr, out);
@@ -41,8 +52,9 @@ gemv_kernel(const uint8_t *__restrict__ w, int64_t K, size_t row_bytes, const fl
 template <int T, int NR, int R>
 __global__ void __launch_bounds__(WR_WARPS * 32)
 gemv_wr_kernel(const uint8_t *__restrict__ w, int64_t K, size_t row_bytes, int64_t M, const float *__restrict__ x,
-               int64_t ldx, int64_t group_rows, int64_t group_stride, float *__restrict__ y, int64_t ldy, int nr,
+               int64_t ldx, int64_t group_rows, int64_t group_stride, float *__restrict__ y, int64_t ldy, int n,
                int accumulate, int LG) {
+    const int nr = gemv_pass(x, ldx, y, ldy, n);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % LG;
     const int64_t m0 = (((int64_t)blockIdx.x * WR_WARPS + warp) * (32 / LG) + lane / LG) * R;
     const int nrow = M - m0 < R ? (int)(M - m0) : R;
@@ -99,39 +111,43 @@ static int wr_rows(int64_t M, int64_t group_rows, int nr) {
     return R;
 }
 
-template <int T, int NR, int R> static void launch_wr(const ds_cu_gemv_params *p, const float *x, float *y, int nr) {
+static unsigned gemv_passes(int n) { return (unsigned)((n + GEMV_NR - 1) / GEMV_NR); }
+
+template <int T, int NR, int R> static void launch_wr(const ds_cu_gemv_params *p, const float *x, float *y, int n) {
     const int lg = ds_cu_wr_lanes(p->K / ds_cu_wr<T>::SBE, ds_cu_wr<T>::LPS);
     const int64_t rows_per_block = (int64_t)WR_WARPS * (32 / lg) * R;
-    gemv_wr_kernel<T, NR, R><<<(unsigned)((p->M + rows_per_block - 1) / rows_per_block), WR_WARPS * 32, 0,
-                               p->stream>>>((const uint8_t *)p->w, p->K, p->row_bytes, p->M, x, p->ldx,
-                                            p->group_rows, p->group_stride, y, p->ldy, nr, p->accumulate, lg);
+    const dim3 grid((unsigned)((p->M + rows_per_block - 1) / rows_per_block), gemv_passes(n));
+    gemv_wr_kernel<T, NR, R><<<grid, WR_WARPS * 32, 0, p->stream>>>((const uint8_t *)p->w, p->K, p->row_bytes, p->M,
+                                                                     x, p->ldx, p->group_rows, p->group_stride, y,
+                                                                     p->ldy, n, p->accumulate, lg);
 }
 
-template <int T, int NR> static void launch_gemv(const ds_cu_gemv_params *p, const float *x, float *y, int nr) {
+template <int T, int NR> static void launch_gemv(const ds_cu_gemv_params *p, const float *x, float *y, int n) {
     /* the warp-row path for every row count, so decode steps and prefill
      * passes form each row's sum the same way (test_cuda_blocks checks) */
     if constexpr (ds_cu_wr<T>::ok) {
         if (wr_usable<T>(p->w, p->row_bytes, p->K, p->M)) {
             const int R = wr_rows(p->M, p->group_rows, NR);
             if constexpr (NR == 1) {
-                if (R == 4) return launch_wr<T, NR, 4>(p, x, y, nr);
+                if (R == 4) return launch_wr<T, NR, 4>(p, x, y, n);
             }
-            if (R >= 2) return launch_wr<T, NR, 2>(p, x, y, nr);
-            return launch_wr<T, NR, 1>(p, x, y, nr);
+            if (R >= 2) return launch_wr<T, NR, 2>(p, x, y, n);
+            return launch_wr<T, NR, 1>(p, x, y, n);
         }
     }
-    gemv_kernel<T, NR><<<(unsigned)p->M, DS_CU_ROW_WARPS * 32, 0, p->stream>>>(
-        (const uint8_t *)p->w, p->K, p->row_bytes, x, p->ldx, p->group_rows, p->group_stride, y, p->ldy, nr,
+    gemv_kernel<T, NR><<<dim3((unsigned)p->M, gemv_passes(n)), DS_CU_ROW_WARPS * 32, 0, p->stream>>>(
+        (const uint8_t *)p->w, p->K, p->row_bytes, x, p->ldx, p->group_rows, p->group_stride, y, p->ldy, n,
         p->accumulate);
 }
 
-/* the smallest row count template that holds nr: fewer registers, more warps in flight */
-template <int T> static void launch_gemv_nr(const ds_cu_gemv_params *p, const float *x, float *y, int nr) {
-    if (nr == 1) launch_gemv<T, 1>(p, x, y, nr);
-    else if (nr == 2) launch_gemv<T, 2>(p, x, y, nr);
-    else if (nr <= 4) launch_gemv<T, 4>(p, x, y, nr);
-    else if (nr <= 8) launch_gemv<T, 8>(p, x, y, nr);
-    else launch_gemv<T, GEMV_NR>(p, x, y, nr);
+/* the smallest row count template that holds a pass: fewer registers, more
+ * warps in flight; n > GEMV_NR rows run as passes of GEMV_NR in one launch */
+template <int T> static void launch_gemv_nr(const ds_cu_gemv_params *p, const float *x, float *y, int n) {
+    if (n == 1) launch_gemv<T, 1>(p, x, y, n);
+    else if (n == 2) launch_gemv<T, 2>(p, x, y, n);
+    else if (n <= 4) launch_gemv<T, 4>(p, x, y, n);
+    else if (n <= 8) launch_gemv<T, 8>(p, x, y, n);
+    else launch_gemv<T, GEMV_NR>(p, x, y, n);
 }
 
 extern "C" int ds_cu_type_supported(int type) {
@@ -149,21 +165,98 @@ extern "C" int ds_cu_gemv(const ds_cu_gemv_params *p) {
         fprintf(stderr, "cuda error %s:%d: gemv needs K %% 32 == 0 and 16-byte aligned x rows\n", __FILE__, __LINE__);
         return (int)cudaErrorInvalidValue;
     }
-    for (int r0 = 0; r0 < p->n; r0 += GEMV_NR) {
-        const int nr = p->n - r0 < GEMV_NR ? p->n - r0 : GEMV_NR;
-        const float *x = p->x + (size_t)r0 * p->ldx;
-        float *y = p->y + (size_t)r0 * p->ldy;
-        switch (p->type) {
-#define X(t) case t: launch_gemv_nr<t>(p, x, y, nr); break;
-            DS_CU_FOR_TYPES(X)
-#undef X
-        default:
-            fprintf(stderr, "cuda error %s:%d: gemv: weight type %d has no CUDA kernel\n", __FILE__, __LINE__,
-                    p->type);
-            return (int)cudaErrorInvalidValue;
-        }
-        DS_CU_TRY_LAUNCH();
+    if (p->n > 65535 * GEMV_NR) {
+        fprintf(stderr, "cuda error %s:%d: gemv: %d rows, at most %d\n", __FILE__, __LINE__, p->n, 65535 * GEMV_NR);
+        return (int)cudaErrorInvalidValue;
     }
+    switch (p->type) {
+#define X(t) case t: launch_gemv_nr<t>(p, p->x, p->y, p->n); break;
+        DS_CU_FOR_TYPES(X)
+#undef X
+    default:
+        fprintf(stderr, "cuda error %s:%d: gemv: weight type %d has no CUDA kernel\n", __FILE__, __LINE__, p->type);
+        return (int)cudaErrorInvalidValue;
+    }
+    DS_CU_TRY_LAUNCH();
+    return 0;
+}
+
+/* ---- f32 weights in tiles (the router) ------------------------------------------- */
+
+#define F32T_WARPS 4
+
+/* Each warp computes an MR (weight rows) x NR (x rows) tile of y: lane l
+ * sums k = l, l + 32, ... in order with fmaf, then an xor-shuffle tree of
+ * fixed order adds the 32 lanes. A value's bits depend on neither MR, NR,
+ * nor n, so a decode step's router logits equal a prefill's (the same
+ * experts), while a prefill reads each x row once per MR weight rows: the
+ * block path read all x rows once per weight row, 7 launches of 1 ms on a
+ * ds10 pp512 (H200, session 9). Rows past M or n compute on row 0 and are
+ * not stored. */
+template <int MR, int NR>
+__global__ void __launch_bounds__(F32T_WARPS * 32)
+gemv_f32_tile_kernel(const float *__restrict__ w, int64_t K, int64_t ldw, int64_t M, const float *__restrict__ x,
+                     int64_t ldx, int n, float *__restrict__ y, int64_t ldy, int accumulate) {
+    const int lane = threadIdx.x & 31;
+    const int64_t m0 = ((int64_t)blockIdx.x * F32T_WARPS + (threadIdx.x >> 5)) * MR;
+    const int r0 = (int)blockIdx.y * NR;
+    if (m0 >= M) return;
+    const float *wp[MR], *xp[NR];
+#pragma unroll
+    for (int i = 0; i < MR; i++) wp[i] = w + (size_t)(m0 + i < M ? m0 + i : 0) * ldw + lane;
+#pragma unroll
+    for (int r = 0; r < NR; r++) xp[r] = x + (size_t)(r0 + r < n ? r0 + r : 0) * ldx + lane;
+    float acc[MR][NR];
+#pragma unroll
+    for (int i = 0; i < MR; i++)
+#pragma unroll
+        for (int r = 0; r < NR; r++) acc[i][r] = 0.f;
+    for (int64_t k = 0; k < K; k += 32) {
+        float wv[MR], xv[NR];
+#pragma unroll
+        for (int i = 0; i < MR; i++) wv[i] = __ldg(wp[i] + k);
+#pragma unroll
+        for (int r = 0; r < NR; r++) xv[r] = __ldg(xp[r] + k);
+#pragma unroll
+        for (int i = 0; i < MR; i++)
+#pragma unroll
+            for (int r = 0; r < NR; r++) acc[i][r] = __fmaf_rn(wv[i], xv[r], acc[i][r]);
+    }
+#pragma unroll
+    for (int i = 0; i < MR; i++)
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            float v = acc[i][r];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+            if (lane == 0 && m0 + i < M && r0 + r < n) {
+                float *dst = y + (size_t)(r0 + r) * ldy + m0 + i;
+                *dst = accumulate ? *dst + v : v;
+            }
+        }
+}
+
+template <int MR, int NR> static void launch_f32_tiles(const ds_cu_gemv_params *p) {
+    const int64_t rows_per_block = (int64_t)F32T_WARPS * MR;
+    const dim3 grid((unsigned)((p->M + rows_per_block - 1) / rows_per_block), (unsigned)((p->n + NR - 1) / NR));
+    gemv_f32_tile_kernel<MR, NR><<<grid, F32T_WARPS * 32, 0, p->stream>>>(
+        (const float *)p->w, p->K, (int64_t)(p->row_bytes / 4), p->M, p->x, p->ldx, p->n, p->y, p->ldy,
+        p->accumulate);
+}
+
+extern "C" int ds_cu_gemv_f32_tiles(const ds_cu_gemv_params *p) {
+    if (p->M <= 0 || p->n <= 0) return 0;
+    if (p->type != DS_TYPE_F32 || p->K % 32 || p->group_rows || p->row_bytes % 4 || ((uintptr_t)p->w & 3) ||
+        ((uintptr_t)p->x & 3) || (size_t)p->K * 4 > p->row_bytes || p->n > 65535 * 8) {
+        fprintf(stderr, "cuda error %s:%d: gemv_f32_tiles: f32 weights, K %% 32 == 0, no head groups, aligned rows\n",
+                __FILE__, __LINE__);
+        return (int)cudaErrorInvalidValue;
+    }
+    /* one weight row a warp while few x rows (decode: spread over the SMs) */
+    if (p->n <= 2) launch_f32_tiles<1, 2>(p);
+    else if (p->n <= 4) launch_f32_tiles<2, 4>(p);
+    else launch_f32_tiles<4, 8>(p);
+    DS_CU_TRY_LAUNCH();
     return 0;
 }
 

@@ -32,6 +32,10 @@ typedef struct ds_cu_gemv_params {
 /* True if the kernels read weights of this ds_type. */
 int ds_cu_type_supported(int type);
 int ds_cu_gemv(const ds_cu_gemv_params *p);
+/* The same product for f32 weights (no head groups), summed in an order that
+ * does not depend on n: the router's logits, equal for a row in a decode step
+ * and in a prefill. Not bit-equal to ds_cu_gemv. */
+int ds_cu_gemv_f32_tiles(const ds_cu_gemv_params *p);
 
 /* out[i][0..K) = dequant(row rows0 + i), i < n_rows; out is [n_rows][K] f32. */
 int ds_cu_dequant_rows(const void *w, int type, int64_t K, size_t row_bytes, int64_t row0, int64_t n_rows,
