@@ -145,6 +145,46 @@ static void check_dense(ds_type t, int64_t K, int64_t M, int n, int64_t group_ro
     free_weights(&W);
 }
 
+/* Each weight reaches the MMA as its exact value rounded once to f16: with
+ * one-hot x rows (1.0 scales to 2^14 exactly, and back), y[r][m] is row m's
+ * element r as the GEMM dequantized it, which must equal the CPU's
+ * ds_dequantize_row value rounded to f16, bit for bit. */
+static void check_dequant_exact(ds_type t, int64_t K, int64_t M, uint64_t seed) {
+    weights W;
+    if (!make_weights(&W, t, K, M, 1, seed)) {
+        CHECK(0, "synth cannot make %s", ds_type_info(t)->name);
+        return;
+    }
+    const int n = (int)K;
+    float *x = calloc((size_t)n * K, sizeof(float)), *y = malloc((size_t)n * M * sizeof(float));
+    for (int r = 0; r < n; r++) x[(size_t)r * K + r] = 1.f;
+    void *dw = NULL, *dxh = NULL;
+    float *dx = NULL, *dy = NULL, *dinv = NULL;
+    bool ok = cudaMalloc(&dw, (size_t)M * W.rb) == cudaSuccess &&
+              cudaMalloc((void **)&dx, (size_t)n * K * sizeof(float)) == cudaSuccess &&
+              cudaMalloc(&dxh, (size_t)n * K * 2) == cudaSuccess &&
+              cudaMalloc((void **)&dinv, (size_t)n * sizeof(float)) == cudaSuccess &&
+              cudaMalloc((void **)&dy, (size_t)n * M * sizeof(float)) == cudaSuccess &&
+              cudaMemcpy(dw, W.w, (size_t)M * W.rb, cudaMemcpyHostToDevice) == cudaSuccess &&
+              cudaMemcpy(dx, x, (size_t)n * K * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess;
+    ds_cu_gemm_params p = { .w = dw, .type = t, .K = K, .M = M, .row_bytes = W.rb, .xh = dxh, .inv = dinv,
+                            .ldx = K, .y = dy, .ldy = M, .n = n };
+    ok = ok && ds_cu_to_half_rows(dx, K, K, n, dxh, dinv, 0) == 0 && ds_cu_gemm(&p) == 0 &&
+         cudaMemcpy(y, dy, (size_t)n * M * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess;
+    CHECK(ok, "dequant exact %s: launch", ds_type_info(t)->name);
+    size_t bad = 0;
+    for (int r = 0; ok && r < n; r++)
+        for (int64_t m = 0; m < M; m++) {
+            const float want = ds_fp16_to_f32(ds_f32_to_fp16(W.wf[(size_t)m * K + r]));
+            if (memcmp(&want, &y[(size_t)r * M + m], 4) != 0 && !(want == 0.f && y[(size_t)r * M + m] == 0.f)) bad++;
+        }
+    CHECK(bad == 0, "dequant exact %s K %lld M %lld: %zu of %lld weights differ from the f16-rounded CPU value",
+          ds_type_info(t)->name, (long long)K, (long long)M, bad, (long long)(n * M));
+    cudaFree(dw); cudaFree(dx); cudaFree(dxh); cudaFree(dinv); cudaFree(dy);
+    free(x); free(y);
+    free_weights(&W);
+}
+
 /* the grouped launch: n_exp experts with counts cnt[e] of gathered rows
  * (in expert order), tiles cut as the backend does */
 static void check_grouped(ds_type t, int64_t K, int64_t M, int n_exp, const int *cnt, uint64_t seed) {
@@ -277,6 +317,7 @@ int main(void) {
         check_dense(t, K3 + K1, 129, 65, 0, 0, 1.0, 31 + i);  /* 128-row tile, partial */
         check_dense(t, 2 * K1, 128, 33, 64, 0, 1.0, 41 + i);  /* per-head x, 64-row heads */
         check_dense(t, K3, 70, 130, 0, 0, 3e5, 47 + i);       /* |x| beyond f16: the row scale */
+        if (t != DS_TYPE_F32) check_dequant_exact(t, blk == 256 ? 512 : 96, 70, 61 + i); /* f32 is not rounded */
         const int cnt[6] = { 3, 0, 40, 1, 0, 70 };
         check_grouped(t, K3, 65, 6, cnt, 53 + i);
     }

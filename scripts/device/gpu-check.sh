@@ -248,7 +248,7 @@ if has stalls; then
   stage "stalls: ncu --set full, one ds10 $srange, kernels ${STALL_KERNELS:=q8_gemv|route_kernel|q8_rmsnorm|mla_tc}"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 400 ncu --nvtx --nvtx-include "$srange" --set full \
-    --kernel-name "regex:$STALL_KERNELS" --launch-count ${STALL_COUNT:-40} -o /tmp/stalls -f \
+    --kernel-name "regex:$STALL_KERNELS" --launch-skip ${STALL_SKIP:-0} --launch-count ${STALL_COUNT:-40} -o /tmp/stalls -f \
     "$BUILD/cuda_bench" /tmp/ds10.gguf cuda $sargs >/dev/null 2>&1
   ncu --import /tmp/stalls.ncu-rep --page details > "$OUTDIR/ncu_stalls.txt" 2>&1
   grep -E '^  [a-z_]+.*\(|Duration|Achieved Occupancy|Registers Per|Issue Slots Busy|Warp Cycles Per Issued|Memory Throughput|Theoretical Occupancy' \

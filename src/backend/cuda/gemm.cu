@@ -90,28 +90,34 @@ template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c
             h[2 * i + 1] = __floats2half2_rn(fmaf(dl, f[2], -ml), fmaf(dl, f[3], -ml));
         }
     } else if constexpr (T == DS_TYPE_Q3_K) {
+        /* in f16 arithmetic, with the same bits as the f32 way (value = d *
+         * (sc - 32) * (x - 4), exact in f32, rounded once): x - 4 and its
+         * product with sc - 32 (|.| <= 128) are exact f16 integers, and the
+         * product with d rounds once (the _rn forms: never fused). 8
+         * instructions a 4 values where the f32 fields, products and packing
+         * took 15. */
         const int j = c & 7;
         const uint8_t *s = b + 96;
-        const float d = ds_cu_h2f(b + 108);
-        float dl[2];
+        const __half2 d = __half2half2(__ushort_as_half(*(const uint16_t *)(b + 108)));
+        __half2 sc[2];
 #pragma unroll
         for (int t = 0; t < 2; t++) {
             const int k = 2 * j + t;
             const int lo = (s[k % 8] >> (4 * (k / 8))) & 0x0F, hi = (s[8 + k % 4] >> (2 * (k / 4))) & 0x03;
-            dl[t] = d * (float)((lo | (hi << 4)) - 32);
+            sc[t] = __half2half2(__int2half_rn((lo | (hi << 4)) - 32));
         }
         uint32_t qs[8], hm[8];
         gm_ldw<8>(b + 32 + (j >> 2) * 32, qs);
         gm_ldw<8>(b, hm);
         const int shift = 2 * (j & 3);
+        const __half2 off = __half2half2(__ushort_as_half(0x6404)); /* 1028 */
 #pragma unroll
         for (int i = 0; i < 8; i++) { /* x = low 2 bits | high bit << 2: the value is x - 4 */
             const uint32_t x = ((qs[i] >> shift) & 0x03030303u) | (((hm[i] >> j) & 0x01010101u) << 2);
-            const float sc = dl[i / 4];
-            float f[4];
-            ds_cu_bytes4(x, 0x07, 4.f, f);
-            h[2 * i] = __floats2half2_rn(sc * f[0], sc * f[1]);
-            h[2 * i + 1] = __floats2half2_rn(sc * f[2], sc * f[3]);
+            /* bytes 0,1 and 2,3 of x into f16 1024 + x (exponent byte 0x64) */
+            const uint32_t e01 = __byte_perm(x, 0x64646464u, 0x4140), e23 = __byte_perm(x, 0x64646464u, 0x4342);
+            h[2 * i] = __hmul2_rn(__hmul2_rn(__hsub2_rn(*(const __half2 *)&e01, off), sc[i / 4]), d);
+            h[2 * i + 1] = __hmul2_rn(__hmul2_rn(__hsub2_rn(*(const __half2 *)&e23, off), sc[i / 4]), d);
         }
     } else if constexpr (T == DS_TYPE_Q6_K) {
         const int j = c & 7, hh = j >> 2, s = j & 3;
@@ -158,8 +164,17 @@ __global__ void to_half_kernel(const float *__restrict__ x, int64_t ldx, int64_t
     __shared__ float part[32];
     const int r = blockIdx.x;
     const float *src = x + (size_t)r * ldx;
+    /* float4 loads where the row allows (all the model's rows): the scalar
+     * loop ran at ~0.9 TB/s, 5 ms of a ds10 pp512 (session 9) */
+    const bool vec = cols % 4 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)(xh + (size_t)r * ldx) & 7) == 0;
     float mx = 0.f;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, fabsf(src[i]));
+    if (vec)
+        for (int64_t i = threadIdx.x; i < cols / 4; i += blockDim.x) {
+            const float4 v = ((const float4 *)src)[i];
+            mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+        }
+    else
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, fabsf(src[i]));
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = mx;
     __syncthreads();
@@ -171,7 +186,14 @@ __global__ void to_half_kernel(const float *__restrict__ x, int64_t ldx, int64_t
     if (e < -100) e = -100;
     const float sc = ldexpf(1.f, 14 - e);
     __half *dst = xh + (size_t)r * ldx;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = __float2half_rn(src[i] * sc);
+    if (vec)
+        for (int64_t i = threadIdx.x; i < cols / 4; i += blockDim.x) {
+            const float4 v = ((const float4 *)src)[i];
+            __half2 h[2] = { __floats2half2_rn(v.x * sc, v.y * sc), __floats2half2_rn(v.z * sc, v.w * sc) };
+            ((uint2 *)dst)[i] = *(const uint2 *)h;
+        }
+    else
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = __float2half_rn(src[i] * sc);
     if (threadIdx.x == 0) inv[r] = ldexpf(1.f, e - 14);
 }
 
@@ -229,7 +251,9 @@ template <int N> __device__ __forceinline__ void gm_wait() { asm volatile("cp.as
  * and the 4 bytes gm_ldw reads past its range. */
 template <int T, int BN> struct gm_smem {
     static constexpr int RAW = gm_raw_bytes<T>();
-    static constexpr int SLOT = RAW ? (RAW + 14 + 15 + 4 + 15) / 16 * 16 : 0;
+    /* an odd number of 16-byte units: the 16 rows a warp dequantizes then
+     * fall on 8 bank offsets, not 2 (q4_K's 192 bytes made 8-way conflicts) */
+    static constexpr int SLOT = RAW ? ((RAW + 14 + 15 + 4 + 15) / 16 | 1) * 16 : 0;
     static constexpr int CHUNKS = (RAW + 14 + 15) / 16; /* most chunks a row's pass takes */
     static constexpr int NX = BN <= 64 ? 3 : 2;         /* activation tiles: NX - 1 steps ahead */
     static constexpr size_t ws_off = (size_t)2 * GM_BM * SLOT;
