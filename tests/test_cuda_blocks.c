@@ -311,18 +311,12 @@ static void check_argmax_kernel(void) {
     }
 }
 
-/* ds_cu_route against ds_moe_select, row by row: the same ids in the same
- * order, the same weight bits, the same margin. Shapes: DeepSeek-V3's (256
- * experts, 8 groups of which 4 kept, top 8, sigmoid + bias, normalised,
- * scaled: the register path), V2-Lite-like (64 experts, no groups, softmax,
- * top 6: the register path), a group of 4 experts and 320 experts (both the
- * shared-memory path). Rows: random, exact ties inside and across groups
- * and lanes, all equal, and a NaN logit (the shared-memory path's fallback). */
 /* The router logits' tiled f32 GEMV: every row count gives each row the
  * same bits (a decode step routes as a prefill does), and the sums are
- * within 2e-5 * sum|w x| of a double reference: each lane adds K/32 <= 224
- * products in order and a 5-level tree adds the lanes, so the worst-case
- * rounding is (224 + 5) * 2^-24 ~ 1.4e-5 of sum|w x|. */
+ * within 2e-5 * sum|w x| of a double reference: a lane adds at most K/256
+ * <= 28 products in order (K <= 7168), a 5-level tree the lanes and 7 adds
+ * the segments, so the worst-case rounding is (28 + 5 + 7) * 2^-24 ~ 2.4e-6
+ * of sum|w x|; the bound leaves room for K up to ~60000. */
 static void check_f32_tiles(int64_t K, int64_t M, int n, uint64_t seed) {
     const int64_t ldw = K + 32; /* padded rows: row_bytes > 4K */
     float *w = malloc((size_t)M * ldw * 4), *x = malloc((size_t)n * K * 4);
@@ -373,6 +367,13 @@ static void check_f32_tiles(int64_t K, int64_t M, int n, uint64_t seed) {
     free(w); free(x); free(y); free(y1);
 }
 
+/* ds_cu_route against ds_moe_select, row by row: the same ids in the same
+ * order, the same weight bits, the same margin. Shapes: DeepSeek-V3's (256
+ * experts, 8 groups of which 4 kept, top 8, sigmoid + bias, normalised,
+ * scaled: the register path), V2-Lite-like (64 experts, no groups, softmax,
+ * top 6: the register path), a group of 4 experts and 320 experts (both the
+ * shared-memory path). Rows: random, exact ties inside and across groups
+ * and lanes, all equal, and a NaN logit (the shared-memory path's fallback). */
 static void check_router(void) {
     static const struct { int n_expert, k, n_group, n_group_used, sigmoid, norm; float scale; } shapes[] = {
         { 256, 8, 8, 4, 1, 1, 2.5f }, { 64, 6, 1, 1, 0, 0, 1.0f }, { 16, 4, 4, 2, 1, 1, 1.0f }, { 320, 8, 1, 1, 1, 1, 1.0f },

@@ -36,6 +36,7 @@
 #include "cuda_check.h"
 
 #include <cuda_fp16.h>
+#include <stdlib.h>
 
 #define GM_BM 64      /* weight rows per block */
 #define GM_BK 64      /* K per step: two 32-element chunks per weight row */
@@ -485,9 +486,14 @@ extern "C" int ds_cu_gemm(const ds_cu_gemm_params *p) {
          * an H100/H200): kv_a's 9 weight tiles x 4 tiles of 128 rows left most
          * SMs idle (pp512 on ds10, session 9); each weight tile is dequantized
          * once per activation tile, so only small matrices take this */
+        static int min_blocks = 0; /* DSINFER_CUDA_GEMM_BLOCKS: the threshold, for A/B runs */
+        if (!min_blocks) {
+            const char *e = getenv("DSINFER_CUDA_GEMM_BLOCKS");
+            min_blocks = e && atoi(e) > 0 ? atoi(e) : 264;
+        }
         const int64_t mt = (p->M + GM_BM - 1) / GM_BM;
         bn = ds_cu_gemm_tile_rows(p->n);
-        while (bn > 32 && mt * ((p->n + bn - 1) / bn) < 264) bn /= 2;
+        while (bn > 32 && mt * ((p->n + bn - 1) / bn) < min_blocks) bn /= 2;
         nx = (unsigned)((p->n + bn - 1) / bn);
     }
     if (bn != 32 && bn != 64 && bn != 128) return (int)cudaErrorInvalidValue;

@@ -183,24 +183,27 @@ extern "C" int ds_cu_gemv(const ds_cu_gemv_params *p) {
 
 /* ---- f32 weights in tiles (the router) ------------------------------------------- */
 
-#define F32T_WARPS 4
+#define F32T_SEGS 8 /* warps of a block: each sums one K segment */
 
-/* Each warp computes an MR (weight rows) x NR (x rows) tile of y: lane l
- * sums k = l, l + 32, ... in order with fmaf, then an xor-shuffle tree of
- * fixed order adds the 32 lanes. A value's bits depend on neither MR, NR,
- * nor n, so a decode step's router logits equal a prefill's (the same
- * experts), while a prefill reads each x row once per MR weight rows: the
- * block path read all x rows once per weight row, 7 launches of 1 ms on a
- * ds10 pp512 (H200, session 9). Rows past M or n compute on row 0 and are
- * not stored. */
+/* A block computes an MR (weight rows) x NR (x rows) tile of y. K is cut
+ * into F32T_SEGS segments of whole 32-element steps; warp w sums segment w,
+ * lane l taking k = l, l + 32, ... in order with fmaf; an xor-shuffle tree
+ * adds the lanes, and the segments are added in order. A value's bits
+ * depend only on K, not on MR, NR or n, so a decode step's router logits
+ * equal a prefill's (the same experts), while a prefill reads each x row
+ * once per MR weight rows: the block path read all x rows once per weight
+ * row (7 launches of 1 ms in a ds10 pp512, H200, session 9). The segments
+ * give a decode row 8 warps; one warp a row took 31 us a launch. */
 template <int MR, int NR>
-__global__ void __launch_bounds__(F32T_WARPS * 32)
+__global__ void __launch_bounds__(F32T_SEGS * 32)
 gemv_f32_tile_kernel(const float *__restrict__ w, int64_t K, int64_t ldw, int64_t M, const float *__restrict__ x,
                      int64_t ldx, int n, float *__restrict__ y, int64_t ldy, int accumulate) {
-    const int lane = threadIdx.x & 31;
-    const int64_t m0 = ((int64_t)blockIdx.x * F32T_WARPS + (threadIdx.x >> 5)) * MR;
+    __shared__ float part[F32T_SEGS][MR][NR];
+    const int lane = threadIdx.x & 31, seg = threadIdx.x >> 5;
+    const int64_t m0 = (int64_t)blockIdx.x * MR;
     const int r0 = (int)blockIdx.y * NR;
-    if (m0 >= M) return;
+    const int64_t steps = K / 32, per = (steps + F32T_SEGS - 1) / F32T_SEGS;
+    const int64_t k0 = seg * per * 32, k1 = (seg + 1) * per * 32 < K ? (seg + 1) * per * 32 : K;
     const float *wp[MR], *xp[NR];
 #pragma unroll
     for (int i = 0; i < MR; i++) wp[i] = w + (size_t)(m0 + i < M ? m0 + i : 0) * ldw + lane;
@@ -211,7 +214,8 @@ gemv_f32_tile_kernel(const float *__restrict__ w, int64_t K, int64_t ldw, int64_
     for (int i = 0; i < MR; i++)
 #pragma unroll
         for (int r = 0; r < NR; r++) acc[i][r] = 0.f;
-    for (int64_t k = 0; k < K; k += 32) {
+#pragma unroll 4
+    for (int64_t k = k0; k < k1; k += 32) {
         float wv[MR], xv[NR];
 #pragma unroll
         for (int i = 0; i < MR; i++) wv[i] = __ldg(wp[i] + k);
@@ -229,17 +233,24 @@ gemv_f32_tile_kernel(const float *__restrict__ w, int64_t K, int64_t ldw, int64_
             float v = acc[i][r];
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-            if (lane == 0 && m0 + i < M && r0 + r < n) {
-                float *dst = y + (size_t)(r0 + r) * ldy + m0 + i;
-                *dst = accumulate ? *dst + v : v;
-            }
+            if (lane == 0) part[seg][i][r] = v;
         }
+    __syncthreads();
+    if (threadIdx.x < MR * NR) {
+        const int i = threadIdx.x / NR, r = threadIdx.x % NR;
+        float v = part[0][i][r];
+#pragma unroll
+        for (int s = 1; s < F32T_SEGS; s++) v += part[s][i][r];
+        if (m0 + i < M && r0 + r < n) {
+            float *dst = y + (size_t)(r0 + r) * ldy + m0 + i;
+            *dst = accumulate ? *dst + v : v;
+        }
+    }
 }
 
 template <int MR, int NR> static void launch_f32_tiles(const ds_cu_gemv_params *p) {
-    const int64_t rows_per_block = (int64_t)F32T_WARPS * MR;
-    const dim3 grid((unsigned)((p->M + rows_per_block - 1) / rows_per_block), (unsigned)((p->n + NR - 1) / NR));
-    gemv_f32_tile_kernel<MR, NR><<<grid, F32T_WARPS * 32, 0, p->stream>>>(
+    const dim3 grid((unsigned)((p->M + MR - 1) / MR), (unsigned)((p->n + NR - 1) / NR));
+    gemv_f32_tile_kernel<MR, NR><<<grid, F32T_SEGS * 32, 0, p->stream>>>(
         (const float *)p->w, p->K, (int64_t)(p->row_bytes / 4), p->M, p->x, p->ldx, p->n, p->y, p->ldy,
         p->accumulate);
 }
@@ -252,7 +263,7 @@ extern "C" int ds_cu_gemv_f32_tiles(const ds_cu_gemv_params *p) {
                 __FILE__, __LINE__);
         return (int)cudaErrorInvalidValue;
     }
-    /* one weight row a warp while few x rows (decode: spread over the SMs) */
+    /* a block a weight row while few x rows (decode: spread over the SMs) */
     if (p->n <= 2) launch_f32_tiles<1, 2>(p);
     else if (p->n <= 4) launch_f32_tiles<2, 4>(p);
     else launch_f32_tiles<4, 8>(p);
