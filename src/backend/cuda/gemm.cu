@@ -51,7 +51,6 @@ template <int T> __host__ __device__ constexpr int gm_raw_bytes() {
     else return GM_RAW_K / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes;
 }
 
-
 /* N words from the 2-byte aligned shared address p: N + 1 aligned loads and
  * a funnel shift each (reads up to 4 bytes past p + 4N) */
 template <int N> __device__ __forceinline__ void gm_ldw(const uint8_t *p, uint32_t *o) {
@@ -65,9 +64,10 @@ template <int N> __device__ __forceinline__ void gm_ldw(const uint8_t *p, uint32
 }
 
 /* 32 elements of chunk c (of a super-block, or 32-element block c) from a
- * raw row in shared memory (b 2-byte aligned; 4-byte for q4_K/q5_K) to f16 pairs: each value is the exact f32 value
- * ds_cu_dq32 gives (these types' products are exact in f32), rounded once,
- * so both paths give the same bits. The K-quants and q8_0 unpack four
+ * raw row in shared memory (b 2-byte aligned; 4-byte for q4_K/q5_K) to f16
+ * pairs: each value is the exact f32 value ds_cu_dq32 gives (these types'
+ * products are exact in f32), rounded once, so both paths give the same
+ * bits (test_cuda_gemm's one-hot check). The K-quants and q8_0 unpack four
  * values per 32-bit word with the GEMV's ds_cu_bytes4 (fields to floats by
  * OR-ing in an exponent: no int-to-float conversions, which run at a quarter
  * of the FMA rate and bounded the first version of this dequantization);
