@@ -313,7 +313,11 @@ gemm_kernel(ds_cu_gemm_params p) {
     const uint8_t *wrow = wb + (size_t)(w_live ? m0 + wr : 0) * p.row_bytes;
     const uint8_t *wend = wb + (size_t)p.M * p.row_bytes;
     const int nchunks = (int)(p.K / 32), steps = (int)((p.K + GM_BK - 1) / GM_BK);
-    constexpr int PASS_BYTES = RAW; /* a whole pass; the last may hold less (32-blocks) */
+    /* first byte of raw pass P of the weight row at `row`: the copy and the
+     * dequantization both find the row's offset in its slot from it */
+    auto pass_src = [](const uint8_t *row, int P) { return row + (size_t)P * RAW; };
+    /* tile row r's slot for raw pass P (buffer P & 1) */
+    auto slot = [&](int P, int r) { return raw + ((P & 1) * GM_BM + r) * SLOT; };
 
     /* activation tile of step s: BN rows x 64 f16 = BN x 8 chunks, zeros past the rows and K */
     auto issue_x = [&](int s) {
@@ -334,16 +338,15 @@ gemm_kernel(ds_cu_gemm_params p) {
             if ((int64_t)P * GM_RAW_K >= p.K) return;
             constexpr int E = ds_cu_blk<T>::elems, B = ds_cu_blk<T>::bytes;
             const int64_t left = (p.K - (int64_t)P * GM_RAW_K) / E * B;
-            const int nb = left < PASS_BYTES ? (int)left : PASS_BYTES;
-            uint8_t *buf = raw + (P & 1) * GM_BM * SLOT;
+            const int nb = left < RAW ? (int)left : RAW; /* the last pass of 32-blocks may hold less */
             for (int i = tid; i < GM_BM * SM::CHUNKS; i += GM_THREADS) {
                 const int r = i / SM::CHUNKS, ch = i - r * SM::CHUNKS;
                 if (m0 + r >= p.M) continue;
-                const uint8_t *src = wb + (size_t)(m0 + r) * p.row_bytes + (size_t)P * PASS_BYTES;
+                const uint8_t *src = pass_src(wb + (size_t)(m0 + r) * p.row_bytes, P);
                 const int off = (int)((uintptr_t)src & 15);
                 if (ch >= (off + nb + 15) >> 4) continue;
                 const uint8_t *c = src - off + 16 * ch;
-                uint8_t *d = buf + r * SLOT + 16 * ch;
+                uint8_t *d = slot(P, r) + 16 * ch;
                 if (c + 16 <= wend) {
                     gm_cp16(d, c, false);
                 } else {
@@ -360,8 +363,8 @@ gemm_kernel(ds_cu_gemm_params p) {
             __align__(16) __half2 h[16];
             if constexpr (RAW > 0) {
                 const int P = s / SPP;
-                const int off = (int)((uintptr_t)(wrow + (size_t)P * PASS_BYTES) & 15);
-                gm_dq32<T>(raw + (P & 1) * GM_BM * SLOT + wr * SLOT + off, (s % SPP) * 2 + wc, h);
+                const int off = (int)((uintptr_t)pass_src(wrow, P) & 15);
+                gm_dq32<T>(slot(P, wr) + off, (s % SPP) * 2 + wc, h);
             } else {
                 float v[32];
                 ds_cu_dq32<T>(wrow, c, v);
@@ -486,11 +489,10 @@ extern "C" int ds_cu_gemm(const ds_cu_gemm_params *p) {
          * an H100/H200): kv_a's 9 weight tiles x 4 tiles of 128 rows left most
          * SMs idle (pp512 on ds10, session 9); each weight tile is dequantized
          * once per activation tile, so only small matrices take this */
-        static int min_blocks = 0; /* DSINFER_CUDA_GEMM_BLOCKS: the threshold, for A/B runs */
-        if (!min_blocks) {
+        static const int min_blocks = [] { /* DSINFER_CUDA_GEMM_BLOCKS: the threshold, for A/B runs */
             const char *e = getenv("DSINFER_CUDA_GEMM_BLOCKS");
-            min_blocks = e && atoi(e) > 0 ? atoi(e) : 264;
-        }
+            return e && atoi(e) > 0 ? atoi(e) : 264;
+        }();
         const int64_t mt = (p->M + GM_BM - 1) / GM_BM;
         bn = ds_cu_gemm_tile_rows(p->n);
         while (bn > 32 && mt * ((p->n + bn - 1) / bn) < min_blocks) bn /= 2;
