@@ -25,11 +25,15 @@
  * comes back exactly. Each product is then exact to about 2^-11 relative,
  * with f32 sums — test_cuda_gemm bounds it.
  *
- * The grid's x runs over the activation tiles, so the blocks that run at the
- * same time share a weight tile (read from DRAM once) and the f16
+ * Dense: the grid's x runs over the activation tiles, so the blocks that run
+ * at the same time share a weight tile (read from DRAM once) and the f16
  * activations stay in L2. A grouped launch (MoE) takes its activation tiles
  * from a list: tile i = rows [row0, row0 + rows) of expert e's gathered
- * inputs, which use expert e's weights. */
+ * inputs, which use expert e's weights. There x runs over the weight tiles
+ * (w_fast): the blocks of one expert run together and share its activation
+ * tile in L2, whose weights no other tile reads. With the tiles on x, a
+ * ds10 pp512's routed products read ~2x their weight bytes from DRAM (ncu,
+ * session 9): ~270 experts' activations per weight tile do not stay in L2. */
 #include "gemm.h"
 #include "dequant.cuh"
 #include "dot_strided.cuh" /* ds_cu_bytes4, ds_cu_ld4a2 */
@@ -51,11 +55,14 @@ template <int T> __host__ __device__ constexpr int gm_raw_bytes() {
     else return GM_RAW_K / ds_cu_blk<T>::elems * ds_cu_blk<T>::bytes;
 }
 
-/* N words from the 2-byte aligned shared address p: N + 1 aligned loads and
- * a funnel shift each (reads up to 4 bytes past p + 4N) */
-template <int N> __device__ __forceinline__ void gm_ldw(const uint8_t *p, uint32_t *o) {
-    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
-    const int sh = (int)((uintptr_t)p & 2) * 8;
+/* N words from the 2-byte aligned shared address p, each shifted right by
+ * rs (0..15) bits: N + 1 aligned loads and a funnel shift each (reads up to
+ * 4 bytes past p + 4N; bits shifted in at the top come from the next word) */
+template <int N> __device__ __forceinline__ void gm_ldw(const uint8_t *p, uint32_t *o, int rs = 0) {
+    /* p minus its misalignment, as pointer arithmetic: an integer mask loses
+     * the shared address space and the loads become generic (LD, not LDS) */
+    const uint32_t *a = (const uint32_t *)(p - ((uintptr_t)p & 3));
+    const int sh = (int)((uintptr_t)p & 2) * 8 + rs;
     uint32_t w[N + 1];
 #pragma unroll
     for (int k = 0; k <= N; k++) w[k] = a[k];
@@ -94,27 +101,28 @@ template <int T> __device__ __forceinline__ void gm_dq32(const uint8_t *b, int c
         /* in f16 arithmetic, with the same bits as the f32 way (value = d *
          * (sc - 32) * (x - 4), exact in f32, rounded once): x - 4 and its
          * product with sc - 32 (|.| <= 128) are exact f16 integers, and the
-         * product with d rounds once (the _rn forms: never fused). 8
-         * instructions a 4 values where the f32 fields, products and packing
-         * took 15. */
+         * product with d rounds once (the _rn forms: never fused). Fields
+         * come out of one funnel shift a word (alignment and field shift in
+         * one), x = h * 4 + low bits in one LEA, and the two 6-bit scales of
+         * the chunk are made f16 by an exponent byte (1024 + v, less 1056),
+         * not by int-to-half conversions. */
         const int j = c & 7;
         const uint8_t *s = b + 96;
         const __half2 d = __half2half2(__ushort_as_half(*(const uint16_t *)(b + 108)));
-        __half2 sc[2];
-#pragma unroll
-        for (int t = 0; t < 2; t++) {
-            const int k = 2 * j + t;
-            const int lo = (s[k % 8] >> (4 * (k / 8))) & 0x0F, hi = (s[8 + k % 4] >> (2 * (k / 4))) & 0x03;
-            sc[t] = __half2half2(__int2half_rn((lo | (hi << 4)) - 32));
-        }
+        /* sub-blocks 2j and 2j + 1: low nibbles in bytes 2j % 8 and + 1 (the high
+         * nibbles for j >= 4), high 2 bits in bytes 8 + 2j % 4 and + 1 */
+        const uint32_t lo = (uint32_t)(*(const uint16_t *)(s + (2 * j) % 8) >> (4 * (j >> 2))) & 0x0F0Fu;
+        const uint32_t hi = (uint32_t)(*(const uint16_t *)(s + 8 + (2 * j) % 4) >> (2 * (j >> 1))) & 0x0303u;
+        const uint32_t v2 = __byte_perm(lo | hi << 4, 0x64646464u, 0x4140); /* f16 1024 + v, two of them */
+        const __half2 sc2 = __hsub2_rn(*(const __half2 *)&v2, __half2half2(__ushort_as_half(0x6420))); /* 1056 */
+        const __half2 sc[2] = { __low2half2(sc2), __high2half2(sc2) };
         uint32_t qs[8], hm[8];
-        gm_ldw<8>(b + 32 + (j >> 2) * 32, qs);
-        gm_ldw<8>(b, hm);
-        const int shift = 2 * (j & 3);
+        gm_ldw<8>(b + 32 + (j >> 2) * 32, qs, 2 * (j & 3));
+        gm_ldw<8>(b, hm, j);
         const __half2 off = __half2half2(__ushort_as_half(0x6404)); /* 1028 */
 #pragma unroll
         for (int i = 0; i < 8; i++) { /* x = low 2 bits | high bit << 2: the value is x - 4 */
-            const uint32_t x = ((qs[i] >> shift) & 0x03030303u) | (((hm[i] >> j) & 0x01010101u) << 2);
+            const uint32_t x = ((hm[i] & 0x01010101u) << 2) + (qs[i] & 0x03030303u);
             /* bytes 0,1 and 2,3 of x into f16 1024 + x (exponent byte 0x64) */
             const uint32_t e01 = __byte_perm(x, 0x64646464u, 0x4140), e23 = __byte_perm(x, 0x64646464u, 0x4342);
             h[2 * i] = __hmul2_rn(__hmul2_rn(__hsub2_rn(*(const __half2 *)&e01, off), sc[i / 4]), d);
@@ -210,10 +218,11 @@ extern "C" int ds_cu_to_half_rows(const float *x, int64_t ldx, int64_t cols, int
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
+/* four 8x8 b16 matrices from shared memory (address a) */
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], uint32_t a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+                 : "r"(a));
 }
 
 /* d += a (16x16, row) * b (16x8, col); f16 inputs, f32 accumulators */
@@ -272,28 +281,31 @@ template <int T, int BN> struct gm_smem {
  * the order of the MMAs, is what a step-by-step version computes. */
 template <int T, int BN>
 __global__ void __launch_bounds__(GM_THREADS)
-gemm_kernel(ds_cu_gemm_params p) {
+gemm_kernel(ds_cu_gemm_params p, bool w_fast) {
     using SM = gm_smem<T, BN>;
     constexpr int NJ = BN / 16; /* n8 tiles per warp: warps split BN in two halves */
     constexpr int RAW = SM::RAW, SLOT = SM::SLOT, NX = SM::NX;
     constexpr int SPP = GM_RAW_K / GM_BK; /* steps per raw pass */
+    constexpr int XQ = BN * 8 / GM_THREADS; /* 16-byte activation chunks per thread a step */
+    constexpr int RQ = (GM_BM * SM::CHUNKS + GM_THREADS - 1) / GM_THREADS; /* raw chunks per thread a pass */
+    constexpr uint32_t WS_BYTES = GM_BM * GM_LD * 2, XS_BYTES = BN * GM_LD * 2, ROW_BYTES = GM_LD * 2;
     extern __shared__ __align__(16) uint8_t gm_shared[];
     uint8_t *raw = gm_shared;
     __half(*Ws)[GM_BM][GM_LD] = (__half(*)[GM_BM][GM_LD])(gm_shared + SM::ws_off);
-    __half(*Xs)[BN][GM_LD] = (__half(*)[BN][GM_LD])(gm_shared + SM::xs_off);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 1, wn = warp & 1;
-    const int64_t m0 = (int64_t)blockIdx.y * GM_BM;
+    const unsigned xt = w_fast ? blockIdx.y : blockIdx.x; /* activation tile */
+    const int64_t m0 = (int64_t)(w_fast ? blockIdx.x : blockIdx.y) * GM_BM;
     int64_t r0;
     int nr;
     const uint8_t *wb = (const uint8_t *)p.w;
     if (p.tiles) {
-        const int32_t *t = p.tiles + 3 * blockIdx.x;
+        const int32_t *t = p.tiles + 3 * xt;
         wb += (size_t)t[0] * p.expert_bytes;
         r0 = t[1];
         nr = t[2];
     } else {
-        r0 = (int64_t)blockIdx.x * BN;
+        r0 = (int64_t)xt * BN;
         nr = p.n - r0 < BN ? (int)(p.n - r0) : BN;
     }
     const int64_t goff = p.group_rows > 0 ? (m0 / p.group_rows) * p.group_stride : 0;
@@ -307,28 +319,51 @@ gemm_kernel(ds_cu_gemm_params p) {
 #pragma unroll
             for (int c = 0; c < 4; c++) acc[i][j][c] = 0.f;
 
+    /* Every address a step uses is this thread's base plus a multiple of
+     * the step (the first version recomputed them from the indices each
+     * step: ~45 % of its instructions, ncu SASS counts, session 10). */
+    const int nchunks = (int)(p.K / 32), steps = (int)((p.K + GM_BK - 1) / GM_BK);
+    /* activation chunks: rows xr0 + 16 q, columns xc..xc+7 of the step's 64 */
+    const int xr0 = tid >> 3, xc = (tid & 7) * 8;
+    const __half *xsrc = xb + (size_t)xr0 * p.ldx + xc;
+    const size_t xstep16 = (size_t)16 * p.ldx; /* elements between this thread's chunks */
+    uint32_t xlive = 0;
+#pragma unroll
+    for (int q = 0; q < XQ; q++) xlive |= (uint32_t)(xr0 + 16 * q < nr) << q;
+    const uint32_t xs_dst = smem_addr(gm_shared + SM::xs_off) + (uint32_t)(xr0 * GM_LD + xc) * 2;
     /* this thread's weight chunk: row wr (of 64), chunk wc (of 2) per step */
     const int wr = tid >> 1, wc = tid & 1;
     const bool w_live = m0 + wr < p.M;
-    const uint8_t *wrow = wb + (size_t)(w_live ? m0 + wr : 0) * p.row_bytes;
+    const uint8_t *wtile = wb + (size_t)m0 * p.row_bytes; /* the tile's first row */
+    const uint8_t *wrow = wtile + (size_t)(w_live ? wr : 0) * p.row_bytes;
     const uint8_t *wend = wb + (size_t)p.M * p.row_bytes;
-    const int nchunks = (int)(p.K / 32), steps = (int)((p.K + GM_BK - 1) / GM_BK);
-    /* first byte of raw pass P of the weight row at `row`: the copy and the
-     * dequantization both find the row's offset in its slot from it */
-    auto pass_src = [](const uint8_t *row, int P) { return row + (size_t)P * RAW; };
-    /* tile row r's slot for raw pass P (buffer P & 1) */
-    auto slot = [&](int P, int r) { return raw + ((P & 1) * GM_BM + r) * SLOT; };
+    /* a raw pass's first byte for row r is wtile + r * row_bytes + P * RAW: its
+     * offset in 16 bytes, which the copy and the dequantization agree on */
+    const uint32_t wrow_lo = (uint32_t)(uintptr_t)wrow & 15;
+    /* raw chunks: thread chunk i = tid + 128 it is row i / CHUNKS, chunk i % CHUNKS */
+    uint32_t rrow_off[RQ];
+    uint32_t rlive = 0;
+    if constexpr (RAW > 0) {
+#pragma unroll
+        for (int it = 0; it < RQ; it++) {
+            const int i = tid + GM_THREADS * it, r = i / SM::CHUNKS;
+            rrow_off[it] = (uint32_t)((size_t)r * p.row_bytes);
+            rlive |= (uint32_t)(r < GM_BM && m0 + r < p.M) << it;
+        }
+    }
 
-    /* activation tile of step s: BN rows x 64 f16 = BN x 8 chunks, zeros past the rows and K */
-    auto issue_x = [&](int s) {
+    auto issue_x = [&](int s, int buf) {
         if (s >= steps) return;
         const int64_t k0 = (int64_t)s * GM_BK;
-        __half(*xs)[GM_LD] = Xs[s % NX];
+        const bool kl = k0 + xc < p.K;
+        const __half *src = xsrc + k0;
+        const uint32_t dst = xs_dst + (uint32_t)buf * XS_BYTES;
 #pragma unroll
-        for (int i = tid; i < BN * 8; i += GM_THREADS) {
-            const int row = i >> 3, col = (i & 7) * 8;
-            const bool live = row < nr && k0 + col < p.K;
-            gm_cp16(&xs[row][col], live ? xb + (size_t)row * p.ldx + k0 + col : xb, !live);
+        for (int q = 0; q < XQ; q++) {
+            const bool live = kl && ((xlive >> q) & 1);
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst + q * 16 * ROW_BYTES),
+                         "l"(__cvta_generic_to_global(live ? src + q * xstep16 : xb)), "r"(live ? 16 : 0)
+                         : "memory");
         }
     };
     /* raw pass P of the tile's live rows into buffer P & 1; a chunk that would
@@ -339,14 +374,16 @@ gemm_kernel(ds_cu_gemm_params p) {
             constexpr int E = ds_cu_blk<T>::elems, B = ds_cu_blk<T>::bytes;
             const int64_t left = (p.K - (int64_t)P * GM_RAW_K) / E * B;
             const int nb = left < RAW ? (int)left : RAW; /* the last pass of 32-blocks may hold less */
-            for (int i = tid; i < GM_BM * SM::CHUNKS; i += GM_THREADS) {
-                const int r = i / SM::CHUNKS, ch = i - r * SM::CHUNKS;
-                if (m0 + r >= p.M) continue;
-                const uint8_t *src = pass_src(wb + (size_t)(m0 + r) * p.row_bytes, P);
+            uint8_t *buf = raw + (P & 1) * GM_BM * SLOT;
+#pragma unroll
+            for (int it = 0; it < RQ; it++) {
+                const int i = tid + GM_THREADS * it, r = i / SM::CHUNKS, ch = i - r * SM::CHUNKS;
+                if (!((rlive >> it) & 1)) continue;
+                const uint8_t *src = wtile + rrow_off[it] + (size_t)P * RAW;
                 const int off = (int)((uintptr_t)src & 15);
                 if (ch >= (off + nb + 15) >> 4) continue;
                 const uint8_t *c = src - off + 16 * ch;
-                uint8_t *d = slot(P, r) + 16 * ch;
+                uint8_t *d = buf + r * SLOT + 16 * ch;
                 if (c + 16 <= wend) {
                     gm_cp16(d, c, false);
                 } else {
@@ -363,8 +400,8 @@ gemm_kernel(ds_cu_gemm_params p) {
             __align__(16) __half2 h[16];
             if constexpr (RAW > 0) {
                 const int P = s / SPP;
-                const int off = (int)((uintptr_t)pass_src(wrow, P) & 15);
-                gm_dq32<T>(slot(P, wr) + off, (s % SPP) * 2 + wc, h);
+                const int off = (int)((wrow_lo + (uint32_t)P * RAW) & 15);
+                gm_dq32<T>(raw + ((P & 1) * GM_BM + wr) * SLOT + off, (s % SPP) * 2 + wc, h);
             } else {
                 float v[32];
                 ds_cu_dq32<T>(wrow, c, v);
@@ -379,7 +416,12 @@ gemm_kernel(ds_cu_gemm_params p) {
         }
     };
 
-    for (int s = 0; s < NX - 1; s++) issue_x(s);
+    /* ldmatrix rows of this lane (see the fragment notes above) */
+    const uint32_t a_base = smem_addr(&Ws[0][wm * 32 + (lane & 15)][8 * (lane >> 4)]);
+    const uint32_t b_base = smem_addr(gm_shared + SM::xs_off) +
+                            (uint32_t)((wn * (BN / 2) + (lane & 7) + 8 * (lane >> 4)) * GM_LD + 8 * ((lane >> 3) & 1)) * 2;
+
+    for (int s = 0; s < NX - 1; s++) issue_x(s, s);
     issue_raw(0);
     issue_raw(1);
     gm_commit();
@@ -387,24 +429,24 @@ gemm_kernel(ds_cu_gemm_params p) {
     __syncthreads();
     dequant(0);
     __syncthreads();
+    int xbuf = 0; /* s % NX */
     for (int s = 0; s < steps; s++) {
         /* two groups a step, activations then raw, so the wait below can leave
          * the raw pass (needed 4 steps later) in flight */
-        issue_x(s + NX - 1);
+        issue_x(s + NX - 1, xbuf == 0 ? NX - 1 : xbuf - 1);
         gm_commit();
         if ((s + 1) % SPP == 0) issue_raw((s + 1) / SPP + 1);
         gm_commit();
-        const __half(*ws)[GM_LD] = Ws[s & 1];
-        const __half(*xs)[GM_LD] = Xs[s % NX];
+        const uint32_t wa = a_base + (uint32_t)(s & 1) * WS_BYTES, xa = b_base + (uint32_t)xbuf * XS_BYTES;
 #pragma unroll
         for (int kk = 0; kk < GM_BK; kk += 16) {
             uint32_t a[2][4];
 #pragma unroll
-            for (int i = 0; i < 2; i++) ldmatrix_x4(a[i], &ws[wm * 32 + i * 16 + (lane & 15)][kk + 8 * (lane >> 4)]);
+            for (int i = 0; i < 2; i++) ldmatrix_x4(a[i], wa + (i * 16 * GM_LD + kk) * 2);
 #pragma unroll
             for (int j = 0; j < NJ; j += 2) {
                 uint32_t b[4];
-                ldmatrix_x4(b, &xs[wn * (BN / 2) + j * 8 + (lane & 7) + 8 * (lane >> 4)][kk + 8 * ((lane >> 3) & 1)]);
+                ldmatrix_x4(b, xa + (j * 8 * GM_LD + kk) * 2);
 #pragma unroll
                 for (int i = 0; i < 2; i++) {
                     mma_16816(acc[i][j], a[i], b[0], b[1]);
@@ -413,6 +455,7 @@ gemm_kernel(ds_cu_gemm_params p) {
             }
         }
         if (s + 1 < steps) dequant(s + 1);
+        xbuf = xbuf == NX - 1 ? 0 : xbuf + 1;
         /* step s + 1's activations landed (issued NX - 1 steps ago; 2 NX - 3 groups are newer) */
         gm_wait<2 * NX - 3>();
         __syncthreads();
@@ -448,11 +491,18 @@ extern "C" int ds_cu_gemm_supported(int type, int64_t ldx, int64_t group_rows, i
     return ldx % 8 == 0 && group_stride % 8 == 0 && (group_rows == 0 || group_rows % GM_BM == 0);
 }
 
-template <int T, int BN> static int launch_bn(const ds_cu_gemm_params *p, dim3 grid) {
+template <int T, int BN> static int launch_bn(const ds_cu_gemm_params *p, unsigned nx, unsigned mt, bool w_fast) {
     constexpr size_t smem = gm_smem<T, BN>::total;
-    if (smem > 48 * 1024)
+    /* the attribute is per device: set once on each (not a driver call per launch) */
+    static bool attr_set[64];
+    int dev = 0;
+    DS_CU_TRY(cudaGetDevice(&dev));
+    if (smem > 48 * 1024 && (dev >= 64 || !attr_set[dev])) {
         DS_CU_TRY(cudaFuncSetAttribute(gemm_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    gemm_kernel<T, BN><<<grid, GM_THREADS, smem, p->stream>>>(*p);
+        if (dev < 64) attr_set[dev] = true;
+    }
+    const dim3 grid = w_fast ? dim3(mt, nx) : dim3(nx, mt);
+    gemm_kernel<T, BN><<<grid, GM_THREADS, smem, p->stream>>>(*p, w_fast);
     return 0;
 }
 
@@ -464,10 +514,17 @@ template <int T> static int launch_gemm(const ds_cu_gemm_params *p, int bn, unsi
                 T);
         return (int)cudaErrorInvalidValue;
     }
-    const dim3 grid(nx, (unsigned)((p->M + GM_BM - 1) / GM_BM));
-    if (bn == 32) return launch_bn<T, 32>(p, grid);
-    if (bn == 64) return launch_bn<T, 64>(p, grid);
-    return launch_bn<T, 128>(p, grid);
+    const unsigned mt = (unsigned)((p->M + GM_BM - 1) / GM_BM);
+    /* DSINFER_CUDA_GEMM_WFAST (A/B runs): 0 activation tiles on x everywhere,
+     * 1 weight tiles on x for grouped launches (default), 2 for all */
+    static const int wf = [] {
+        const char *e = getenv("DSINFER_CUDA_GEMM_WFAST");
+        return e ? atoi(e) : 1;
+    }();
+    const bool w_fast = (wf >= 2 || (wf == 1 && p->tiles)) && nx <= 65535; /* grid y's limit */
+    if (bn == 32) return launch_bn<T, 32>(p, nx, mt, w_fast);
+    if (bn == 64) return launch_bn<T, 64>(p, nx, mt, w_fast);
+    return launch_bn<T, 128>(p, nx, mt, w_fast);
 }
 
 extern "C" int ds_cu_gemm(const ds_cu_gemm_params *p) {
