@@ -257,13 +257,15 @@ fi
 
 if has sass; then
   # one kernel's SASS with ncu's per-instruction counts (executed instructions, stall samples) for
-  # its SASS_SKIP+1-th launch in a 1-row ds10 decode step; SASS_KERNEL is the mangled name
+  # its SASS_SKIP+1-th launch in a 1-row ds10 decode step (SASS_PREFILL=1: in one pp512 prefill);
+  # SASS_KERNEL is the mangled name
   : "${SASS_KERNEL:=_Z14q8_gemv_kernelILi11ELi1ELi4ELi2ELb0EEv7q8_args16ds_cu_q8_experts}"
-  stage "sass: $SASS_KERNEL, launch ${SASS_SKIP:=1} of the step"
+  if [ -n "${SASS_PREFILL:-}" ]; then srange=prefill/; sargs="512 1 1"; else srange=step/; sargs="16 8 1 1 1024 8"; fi
+  stage "sass: $SASS_KERNEL, launch ${SASS_SKIP:=1} of the $srange"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
-  CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 300 ncu --nvtx --nvtx-include "step/" --set full \
+  CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 300 ncu --nvtx --nvtx-include "$srange" --set full \
     --kernel-name-base mangled --kernel-name "$SASS_KERNEL" --launch-skip "$SASS_SKIP" --launch-count 1 \
-    -o /tmp/sass -f "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 8 1 1 1024 8 >/dev/null 2>&1
+    --import-source yes -o /tmp/sass -f "$BUILD/cuda_bench" /tmp/ds10.gguf cuda $sargs >/dev/null 2>&1
   ncu --import /tmp/sass.ncu-rep --page source --print-source sass --csv > "$OUTDIR/sass_counts.csv" 2>&1
   ncu --import /tmp/sass.ncu-rep --page details > "$OUTDIR/sass_details.txt" 2>&1
   grep -E "Duration|Executed Instructions  |Grid Size" "$OUTDIR/sass_details.txt"

@@ -198,9 +198,9 @@ static int run_tests(runner *r, const opts *op, const ds_bench_info *info) {
         for (int ti = 0; ti < nt; ti++) {
             ds_bench_row row = { tests[ti][0], tests[ti][1], op->d[di], op->reps, samples, 0 };
             double w;
-            /* warm-up: a short run of the same kind (code paths, scratch, caches) */
-            if (!run_once(r, row.n_prompt ? (row.n_prompt < 32 ? row.n_prompt : 32) : 0, row.n_gen ? 2 : 0, 0, &w))
-                return 1;
+            /* warm-up as llama-bench does it: the whole prompt and a token or
+             * two (code paths, scratch, each GEMM tile width's first launch) */
+            if (!run_once(r, row.n_prompt, row.n_gen ? 2 : 0, 0, &w)) return 1;
             for (int k = 0; k < op->reps; k++)
                 if (!run_once(r, row.n_prompt, row.n_gen, row.n_depth, &samples[k])) return 1;
             if (row.n_prompt == 0) /* decode test: KV rows read grow from depth+1 to depth+n */
