@@ -118,7 +118,7 @@ int main(int argc, char **argv) {
      *   pinned   random tokens, logits into page-locked host memory */
     const char *modes = getenv("CUDA_BENCH_MODES") ? getenv("CUDA_BENCH_MODES") : "random";
     float *pinned = NULL;
-    const bool nvtx = getenv("CUDA_BENCH_NVTX") != NULL;
+    const bool nvtx = getenv("CUDA_BENCH_NVTX") != NULL, fresh = getenv("CUDA_BENCH_FRESH") != NULL;
     for (const char *mo = modes; *mo;) {
         const size_t ml = strcspn(mo, ",");
         char mode[32];
@@ -139,6 +139,12 @@ int main(int argc, char **argv) {
         /* rep 0 is the warm-up (graph capture, first-touch) and is not counted */
         for (int r = 0; r <= reps && r < 16; r++) {
             ds_ctx_seq_truncate(c, 0, 0);
+            /* CUDA_BENCH_FRESH=1: new random prompt tokens each rep (as dsinfer bench draws them) */
+            if (fresh)
+                for (int i = 0; i < pp; i++) {
+                    s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                    tok[i] = (int32_t)(s % (uint64_t)V);
+                }
             ds_batch b = { pp, tok, pos, seq, want, NULL };
             /* CUDA_BENCH_NVTX=1: the last rep's prefill in an NVTX range "prefill" */
             const bool pmark = nvtx && r == reps;

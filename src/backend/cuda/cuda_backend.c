@@ -753,7 +753,11 @@ static int dev_step(cu_impl *C, int n, int nw, bool lm, bool best) {
         if ((rc = ds_cu_embed(C->token_embd.d, C->token_embd.type, m->hp.n_embd, C->token_embd.row_bytes, C->d_in, n,
                               C->h, C->s)))
             return rc;
-    } else { /* token_embd stayed on the host: cu_forward filled h_embd */
+    } else if (C->embd_raw) { /* token_embd stayed on the host: cu_forward copied its raw rows to h_embd */
+        const size_t rb = m->token_embd.row_bytes;
+        DS_CU_TRY(cudaMemcpyAsync(C->y, C->h_embd, (size_t)n * rb, cudaMemcpyHostToDevice, C->s));
+        if ((rc = ds_cu_dequant_rows(C->y, m->token_embd.type, m->hp.n_embd, rb, 0, n, C->h, C->s))) return rc;
+    } else { /* a type without a CUDA kernel: cu_forward dequantized into h_embd */
         DS_CU_TRY(cudaMemcpyAsync(C->h, C->h_embd, (size_t)n * m->hp.n_embd * sizeof(float), cudaMemcpyHostToDevice,
                                   C->s));
     }
@@ -804,9 +808,14 @@ static ds_status cu_forward(ds_backend *be, const ds_model *m, const ds_rows *ro
     if (!C->token_embd.d) {
         /* the previous step's copy out of h_embd must be done before it is refilled */
         if (cudaStreamSynchronize(C->s) != cudaSuccess) return cu_fail(1, "sync");
-        for (int r = 0; r < n; r++)
-            ds_dequantize_row(m->token_embd.type, ds_tensor_row(&m->token_embd, tokens[r]),
-                              C->h_embd + (size_t)r * m->hp.n_embd, m->hp.n_embd);
+        /* the rows as stored (a 512-token prompt's host dequantization kept the
+         * GPU idle ~10 ms: dsinfer bench pp512 on ds10, H200, session 10) */
+        const size_t rb = m->token_embd.row_bytes;
+        for (int r = 0; r < n; r++) {
+            const void *row = ds_tensor_row(&m->token_embd, tokens[r]);
+            if (C->embd_raw) memcpy((uint8_t *)C->h_embd + (size_t)r * rb, row, rb);
+            else ds_dequantize_row(m->token_embd.type, row, C->h_embd + (size_t)r * m->hp.n_embd, m->hp.n_embd);
+        }
     }
     /* host experts wait on the CPU mid-step: no graph (its launches stay async) */
     if (C->use_graph && !C->any_host_exps && n <= GRAPH_MAX_ROWS) {
@@ -1067,6 +1076,10 @@ ds_status ds_backend_cuda_create(const ds_model *m, const ds_backend_params *p, 
         st = ds_error_set(err, DS_ERR_OOM, "device 'cuda': uploading weights or allocating scratch failed");
         goto fail;
     }
+    /* a host token_embd goes up as stored rows when the GPU can dequantize them
+     * (staged in h_embd and the y scratch, both [R][E] floats) */
+    C->embd_raw = !C->token_embd.d && ds_tensor_present(&m->token_embd) && ds_cu_type_supported(m->token_embd.type) &&
+                  hp->n_embd % 32 == 0 && m->token_embd.row_bytes <= (size_t)hp->n_embd * sizeof(float);
     be->attn = cu_attn;
     be->dense_ffn = cu_dense_ffn;
     be->moe_route = cu_moe_route;

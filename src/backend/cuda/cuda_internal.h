@@ -116,7 +116,9 @@ typedef struct cu_impl {
     ds_backend *host;          /* computes the routed experts placed on the CPU */
     bool *host_exps;           /* [n_layer]: this layer's routed experts are on the host */
     bool any_host_exps;
-    float *h_embd;             /* pinned [R][E]: embeddings when token_embd stays on the host */
+    float *h_embd;             /* pinned [R][E]: embeddings when token_embd stays on the host, or
+                                * its raw rows (embd_raw: the GPU dequantizes them) */
+    bool embd_raw;
     float *h_y, *h_w, *h_xo;   /* pinned [R][E], [R][k], [R][E]: host experts' input, weights, output */
     int32_t *h_eids;           /* pinned [R][k] */
     cudaEvent_t ev_y;          /* the host experts' inputs are in pinned memory */
