@@ -542,13 +542,15 @@ extern "C" int ds_cu_gemm(const ds_cu_gemm_params *p) {
         bn = p->tile_rows;
         nx = (unsigned)p->n_tiles;
     } else {
-        /* narrower tiles while the grid would give under 2 blocks an SM (132 on
+        /* narrower tiles while the grid would give under a block an SM (132 on
          * an H100/H200): kv_a's 9 weight tiles x 4 tiles of 128 rows left most
          * SMs idle (pp512 on ds10, session 9); each weight tile is dequantized
-         * once per activation tile, so only small matrices take this */
+         * once per activation tile, so only small matrices take this. A/B of
+         * the threshold with session 10's kernel (cuda_bench pp512, ds10,
+         * H200): 132 gives 6144 / 6160, 264 6091 / 6101, 400 6051 */
         static const int min_blocks = [] { /* DSINFER_CUDA_GEMM_BLOCKS: the threshold, for A/B runs */
             const char *e = getenv("DSINFER_CUDA_GEMM_BLOCKS");
-            return e && atoi(e) > 0 ? atoi(e) : 264;
+            return e && atoi(e) > 0 ? atoi(e) : 132;
         }();
         const int64_t mt = (p->M + GM_BM - 1) / GM_BM;
         bn = ds_cu_gemm_tile_rows(p->n);
