@@ -245,9 +245,9 @@ __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint3
  * lane addresses row n = (lane & 7) + 8 (lane >> 4), k + 8 ((lane >> 3) & 1). */
 /* 16 bytes global -> shared, asynchronously and L2 only (weights are read
  * once, activations stay in L2); zero: fill the 16 bytes with zeros, read nothing */
-__device__ __forceinline__ void gm_cp16(void *dst, const void *src, bool zero) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)),
-                 "l"(__cvta_generic_to_global(src)), "r"(zero ? 0 : 16)
+__device__ __forceinline__ void gm_cp16(uint32_t dst, const void *src, bool zero) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(__cvta_generic_to_global(src)),
+                 "r"(zero ? 0 : 16)
                  : "memory");
 }
 __device__ __forceinline__ void gm_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
@@ -361,9 +361,7 @@ gemm_kernel(ds_cu_gemm_params p, bool w_fast) {
 #pragma unroll
         for (int q = 0; q < XQ; q++) {
             const bool live = kl && ((xlive >> q) & 1);
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst + q * 16 * ROW_BYTES),
-                         "l"(__cvta_generic_to_global(live ? src + q * xstep16 : xb)), "r"(live ? 16 : 0)
-                         : "memory");
+            gm_cp16(dst + q * 16 * ROW_BYTES, live ? src + q * xstep16 : xb, !live);
         }
     };
     /* raw pass P of the tile's live rows into buffer P & 1; a chunk that would
@@ -385,7 +383,7 @@ gemm_kernel(ds_cu_gemm_params p, bool w_fast) {
                 const uint8_t *c = src - off + 16 * ch;
                 uint8_t *d = buf + r * SLOT + 16 * ch;
                 if (c + 16 <= wend) {
-                    gm_cp16(d, c, false);
+                    gm_cp16(smem_addr(d), c, false);
                 } else {
                     for (int b = 0; b < 16; b++) d[b] = c + b < wend ? c[b] : 0;
                 }
