@@ -71,15 +71,16 @@ int main(int argc, char **argv) {
     ds_ctx_params_default(&cp);
     cp.device = dev;
     /* CUDA_BENCH_DEPTH=D: each stream's tg starts at position D, after an
-     * untimed prefill of D tokens (as a server's slot after its prompt);
+     * untimed prefill of D tokens in calls of pp (as a server's slot after its prompt);
      * CUDA_BENCH_SEQ0=K: the streams are sequences K..K+S-1, not 0.. */
     const int depth = getenv("CUDA_BENCH_DEPTH") ? atoi(getenv("CUDA_BENCH_DEPTH")) : 0;
     const int seq0 = getenv("CUDA_BENCH_SEQ0") ? atoi(getenv("CUDA_BENCH_SEQ0")) : 0;
-    if (depth < 0 || depth > pp || depth > 512 || seq0 < 0) {
-        fprintf(stderr, "CUDA_BENCH_DEPTH must be 0..min(pp, 512), CUDA_BENCH_SEQ0 >= 0\n");
+    if (depth < 0 || (depth > 0 && pp < 1) || seq0 < 0) {
+        fprintf(stderr, "CUDA_BENCH_DEPTH must be >= 0 (with pp >= 1: it is prefilled pp tokens a call), CUDA_BENCH_SEQ0 >= 0\n");
         return 2;
     }
-    cp.n_ctx = (int64_t)(S + (seq0 > 0)) * (pp + tg + 64); /* sequence 0 keeps the pp test's rows */
+    const int64_t per_seq = (pp > depth ? pp : depth) + tg + 64;
+    cp.n_ctx = (int64_t)(S + (seq0 > 0)) * per_seq; /* sequence 0 keeps the pp test's rows */
     cp.n_seq = S + seq0;
     if (argc > 7 && atoll(argv[7]) > cp.n_ctx) cp.n_ctx = atoll(argv[7]);
     if (argc > 8 && atoi(argv[8]) > cp.n_seq) cp.n_seq = atoi(argv[8]);
@@ -93,6 +94,7 @@ int main(int argc, char **argv) {
     const double bw = copy_bandwidth();
     const size_t V = (size_t)m->hp.n_vocab;
     int32_t *tok = malloc(sizeof(int32_t) * (pp > tg ? pp : tg)), *pos = malloc(sizeof(int32_t) * pp);
+    int32_t *dpos = malloc(sizeof(int32_t) * pp), *dsq = malloc(sizeof(int32_t) * pp);
     int32_t *seq = calloc((size_t)pp, sizeof(int32_t));
     bool *want = calloc((size_t)pp, sizeof(bool));
     float *logits = malloc(64 * V * sizeof(float));
@@ -155,11 +157,12 @@ int main(int argc, char **argv) {
             if (pmark) nvtxRangePop();
             for (int q = 0; q < S; q++) {
                 ds_ctx_seq_truncate(c, seq0 + q, 0);
-                if (!depth) continue;
-                int32_t dsq[512];
-                for (int i = 0; i < depth; i++) dsq[i] = seq0 + q;
-                ds_batch bd = { depth, tok, pos, dsq, NULL, NULL };
-                if (ds_ctx_decode(c, &bd, NULL, &err)) { fprintf(stderr, "depth: %s\n", err.msg); return 1; }
+                for (int i0 = 0; i0 < depth; i0 += pp) { /* the depth in prefills of up to pp tokens */
+                    const int nd = depth - i0 < pp ? depth - i0 : pp;
+                    for (int i = 0; i < nd; i++) dpos[i] = i0 + i, dsq[i] = seq0 + q;
+                    ds_batch bd = { nd, tok, dpos, dsq, NULL, NULL };
+                    if (ds_ctx_decode(c, &bd, NULL, &err)) { fprintf(stderr, "depth: %s\n", err.msg); return 1; }
+                }
             }
             double u = 0;
             int32_t tk[64];
@@ -197,6 +200,6 @@ int main(int argc, char **argv) {
     if (pinned) cudaFreeHost(pinned);
     ds_ctx_free(c);
     ds_model_free(m);
-    free(tok); free(pos); free(seq); free(want); free(logits);
+    free(tok); free(pos); free(dpos); free(dsq); free(seq); free(want); free(logits);
     return 0;
 }

@@ -222,11 +222,13 @@ fi
 if has kernels; then
   stage "kernels: ncu, every kernel of one ds10 decode step (1 and 8 rows), caches and clocks left as they run"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
-  for S in 1 8; do
-    echo "-- $S row(s)"
-    CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 280 ncu --nvtx --nvtx-include "step/" --cache-control none \
+  # KDEPTH=D: the step at cache depth D (prefilled 512 tokens a call, untimed); KROWS: the row counts
+  kpp=16; [ -n "${KDEPTH:-}" ] && kpp=512
+  for S in ${KROWS:-1 8}; do
+    echo "-- $S row(s), depth ${KDEPTH:-0}"
+    CUDA_BENCH_DEPTH=${KDEPTH:-0} CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 280 ncu --nvtx --nvtx-include "step/" --cache-control none \
       --clock-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --log-file /tmp/ncu_$S.csv \
-      "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 8 1 $S 1024 8 >/dev/null 2>&1
+      "$BUILD/cuda_bench" /tmp/ds10.gguf cuda $kpp 8 1 $S $((${KDEPTH:-0} + 1024)) 8 >/dev/null 2>&1
     python3 "$ROOT/scripts/device/ncu_table.py" /tmp/ncu_$S.csv 2>&1 | head -70
   done
 fi
@@ -244,10 +246,12 @@ if has stalls; then
   # --set full on the kernels of one 1-row ds10 step whose names match STALL_KERNELS: occupancy,
   # issue activity and the stall reasons ncu's rules name; the whole details page goes to $OUT
   # STALL_PREFILL=1: the kernels of one pp512 prefill instead
+  # STALL_DEPTH=D: the step at cache depth D
   if [ -n "${STALL_PREFILL:-}" ]; then srange=prefill/; sargs="512 1 1"; else srange=step/; sargs="16 8 1 1 1024 8"; fi
+  [ -n "${STALL_DEPTH:-}" ] && sargs="512 8 1 1 $((STALL_DEPTH + 1024)) 8"
   stage "stalls: ncu --set full, one ds10 $srange, kernels ${STALL_KERNELS:=q8_gemv|route_kernel|q8_rmsnorm|mla_tc}"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
-  CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 400 ncu --nvtx --nvtx-include "$srange" --set full \
+  CUDA_BENCH_DEPTH=${STALL_DEPTH:-0} CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 400 ncu --nvtx --nvtx-include "$srange" --set full \
     --kernel-name "regex:$STALL_KERNELS" --launch-skip ${STALL_SKIP:-0} --launch-count ${STALL_COUNT:-40} -o /tmp/stalls -f \
     "$BUILD/cuda_bench" /tmp/ds10.gguf cuda $sargs >/dev/null 2>&1
   ncu --import /tmp/stalls.ncu-rep --page details > "$OUTDIR/ncu_stalls.txt" 2>&1
@@ -260,10 +264,12 @@ if has sass; then
   # its SASS_SKIP+1-th launch in a 1-row ds10 decode step (SASS_PREFILL=1: in one pp512 prefill);
   # SASS_KERNEL is the mangled name
   : "${SASS_KERNEL:=_Z14q8_gemv_kernelILi11ELi1ELi4ELi2ELb0EEv7q8_args16ds_cu_q8_experts}"
+  # SASS_DEPTH=D: the step at cache depth D
   if [ -n "${SASS_PREFILL:-}" ]; then srange=prefill/; sargs="512 1 1"; else srange=step/; sargs="16 8 1 1 1024 8"; fi
+  [ -n "${SASS_DEPTH:-}" ] && sargs="512 8 1 1 $((SASS_DEPTH + 1024)) 8"
   stage "sass: $SASS_KERNEL, launch ${SASS_SKIP:=1} of the $srange"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
-  CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 300 ncu --nvtx --nvtx-include "$srange" --set full \
+  CUDA_BENCH_DEPTH=${SASS_DEPTH:-0} CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 300 ncu --nvtx --nvtx-include "$srange" --set full \
     --kernel-name-base mangled --kernel-name "$SASS_KERNEL" --launch-skip "$SASS_SKIP" --launch-count 1 \
     --import-source yes -o /tmp/sass -f "$BUILD/cuda_bench" /tmp/ds10.gguf cuda $sargs >/dev/null 2>&1
   ncu --import /tmp/sass.ncu-rep --page source --print-source sass --csv > "$OUTDIR/sass_counts.csv" 2>&1
