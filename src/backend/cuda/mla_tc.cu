@@ -167,13 +167,20 @@ __device__ __forceinline__ size_t tok_off(const ds_cu_kv_view &kv, int il, int t
 
 /* Tokens [*tb, *te] of a row ending at `last` that split `split` covers:
  * chunks of whole NT-token tiles, at least min_chunk long; empty when *tb > *te. */
-__device__ __forceinline__ void split_range(int32_t last, int split, int n_split, int nt, int min_chunk, int *tb,
-                                            int *te) {
+__device__ __forceinline__ int split_chunk(int32_t last, int n_split, int nt, int min_chunk) {
     int chunk = (last + n_split) / n_split; /* ceil((last + 1) / n_split) */
     chunk = (chunk + nt - 1) / nt * nt;
-    if (chunk < min_chunk) chunk = min_chunk;
+    return chunk < min_chunk ? min_chunk : chunk;
+}
+__device__ __forceinline__ void split_range(int32_t last, int split, int n_split, int nt, int min_chunk, int *tb,
+                                            int *te) {
+    const int chunk = split_chunk(last, n_split, nt, min_chunk);
     *tb = split * chunk;
     *te = min(last, *tb + chunk - 1);
+}
+/* how many splits of such a row have tokens (the first ones) */
+__device__ __forceinline__ int splits_used(int32_t last, int n_split, int nt, int min_chunk) {
+    return last < 0 ? 0 : min(n_split, last / split_chunk(last, n_split, nt, min_chunk) + 1);
 }
 
 /* Issues the cp.async copies of tokens [t0, t0 + NT) into dst [NT][QS]:
@@ -430,13 +437,18 @@ __global__ void __launch_bounds__(MT * WPM * 32, 1) mla_tc_kernel(const mla_tc_p
         }
         l0 = l0 * a0 + r0;
         l1 = l1 * a1 + r1;
+        /* rescale O only when a row's max moved (a != 1): at depth it rarely
+         * does after the first tiles, and the 4 * ndv multiplies were 16 % of
+         * the kernel's instructions (sass counts, H200, session 11) */
+        if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
 #pragma unroll
-        for (int j = 0; j < O_NT; j++) {
-            if (j < ndv) {
-                o[j][0] *= a0;
-                o[j][1] *= a0;
-                o[j][2] *= a1;
-                o[j][3] *= a1;
+            for (int j = 0; j < O_NT; j++) {
+                if (j < ndv) {
+                    o[j][0] *= a0;
+                    o[j][1] *= a0;
+                    o[j][2] *= a1;
+                    o[j][3] *= a1;
+                }
             }
         }
         pair_sync<MT>(mi); /* P of both warps written */
@@ -489,55 +501,87 @@ __global__ void __launch_bounds__(MT * WPM * 32, 1) mla_tc_kernel(const mla_tc_p
 }
 
 /* olat[r][h] = sum_s w_s po[r][s][h] / sum_s w_s, w_s = pl * 2^(pm - max pm):
- * the splits' softmaxes rescaled to the common max. grid (n_head, n), 128
- * threads. Latency-bound at decode (one row, ~10 us when every load waited
- * for the one before): the split table is read in parallel into shared
- * memory, and each thread's output columns load together per split. */
-constexpr int CB_THREADS = 128;
-constexpr int CB_COLS = MAX_LORA / CB_THREADS;
-__global__ void __launch_bounds__(CB_THREADS) mla_tc_combine(const float *__restrict__ po, const float *__restrict__ pm,
-                                                             const float *__restrict__ pl, int n_split, int n_head,
-                                                             int L, float *__restrict__ olat) {
-    __shared__ float w[MAX_SPLIT], m[MAX_SPLIT];
-    __shared__ float inv_tot;
-    const int h = blockIdx.x, r = blockIdx.y;
+ * the splits' softmaxes rescaled to the common max. It reads n_split *
+ * kv_lora floats a head from L2 (~17 MB a layer at depth 32768 with 66
+ * splits) and is latency-bound: with one block a head, thread 0 making the
+ * weights and each thread loading one split after the other it took 22 us a
+ * layer there and 13.6 with the loads unrolled (ncu, H200, session 11); in
+ * this form 8.8 on an H100 (the first two not timed there). So:
+ * grid (n_head * column chunks of CB_COLS, n); CB_WARPS warps, warp w takes
+ * the splits w, w + CB_WARPS, ... of the chunk (lane: 4 columns) and issues
+ * all its loads before it waits on anything, the split table included; every
+ * warp makes the weights it needs itself, and the warps add up through
+ * shared memory at the end. */
+constexpr int CB_COLS = 128;                 /* columns a block: a float4 a lane */
+constexpr int CB_WARPS = 8;
+constexpr int CB_UNROLL = 12;                /* splits a warp has in flight */
+static_assert(MAX_SPLIT <= 32 * CB_WARPS, "one table entry a thread");
+__global__ void __launch_bounds__(32 * CB_WARPS) mla_tc_combine(const float *__restrict__ po,
+                                                                const float *__restrict__ pm,
+                                                                const float *__restrict__ pl, int n_split, int n_head,
+                                                                int L, const int32_t *__restrict__ pos, int nt,
+                                                                int min_chunk, float *__restrict__ olat) {
+    __shared__ float ml[MAX_SPLIT], ll[MAX_SPLIT]; /* the row's split table for this head */
+    __shared__ float4 part[CB_WARPS][32];
+    const int n_chunk = (L + CB_COLS - 1) / CB_COLS;
+    const int h = blockIdx.x / n_chunk, d = (blockIdx.x % n_chunk) * CB_COLS + 4 * (threadIdx.x & 31);
+    const int r = blockIdx.y, warp = threadIdx.x >> 5;
     const size_t at = (size_t)r * n_split * n_head + h; /* split s at at + s * n_head */
-    for (int s = threadIdx.x; s < n_split; s += CB_THREADS) {
-        const float l = pl[at + (size_t)s * n_head];
-        w[s] = l;
-        m[s] = l > 0.f ? pm[at + (size_t)s * n_head] : -INFINITY;
+    /* the splits past the row's end are empty: not read (at depth 0 in a
+     * context made for 32k tokens 65 of 66 are) */
+    const int used = splits_used(pos[r], n_split, nt, min_chunk);
+    if (threadIdx.x < used) {
+        const float l = pl[at + (size_t)threadIdx.x * n_head], m = pm[at + (size_t)threadIdx.x * n_head];
+        ll[threadIdx.x] = l;
+        ml[threadIdx.x] = l > 0.f ? m : -INFINITY; /* empty splits weigh 0 */
     }
-    __syncthreads();
-    if (threadIdx.x == 0) { /* the same order of operations as before: max, then weights, then their sum */
-        float mx = -INFINITY;
-        for (int s = 0; s < n_split; s++) mx = fmaxf(mx, m[s]);
-        float tot = 0.f;
-        for (int s = 0; s < n_split; s++) {
-            w[s] = w[s] > 0.f ? w[s] * exp2f(m[s] - mx) : 0.f;
-            tot += w[s];
+    const bool col = d < L;
+    const float *src = po + at * L + d;
+    const size_t step = (size_t)n_head * L; /* one split on */
+    float4 v[CB_UNROLL];
+    auto load = [&](int s0) {
+#pragma unroll
+        for (int u = 0; u < CB_UNROLL; u++) {
+            const int sp = s0 + u * CB_WARPS;
+            v[u] = col && sp < used ? *(const float4 *)(src + (size_t)sp * step) : make_float4(0.f, 0.f, 0.f, 0.f);
         }
-        inv_tot = tot > 0.f ? 1.f / tot : 0.f;
-    }
-    __syncthreads();
-    float acc[CB_COLS];
+    };
+    load(warp);
+    __syncthreads(); /* the table is in: every warp takes the max and the sum of the weights */
+    float mx = -INFINITY, tot = 0.f;
+    for (int sp = threadIdx.x & 31; sp < used; sp += 32) mx = fmaxf(mx, ml[sp]);
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    for (int sp = threadIdx.x & 31; sp < used; sp += 32) tot += ll[sp] > 0.f ? ll[sp] * exp2f(ml[sp] - mx) : 0.f;
+    for (int o = 16; o > 0; o >>= 1) tot += __shfl_xor_sync(0xffffffffu, tot, o);
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s0 = warp; s0 < used;) {
 #pragma unroll
-    for (int j = 0; j < CB_COLS; j++) acc[j] = 0.f;
-    for (int s = 0; s < n_split; s++) { /* empty splits never wrote po: skip, 0 * garbage may be NaN */
-        const float ws = w[s];
-        if (ws > 0.f) {
-            const float *src = po + (at + (size_t)s * n_head) * L;
-#pragma unroll
-            for (int j = 0; j < CB_COLS; j++) {
-                const int d = threadIdx.x + j * CB_THREADS;
-                if (d < L) acc[j] += ws * src[d];
+        for (int u = 0; u < CB_UNROLL; u++) {
+            const int sp = s0 + u * CB_WARPS;
+            if (sp < used && ll[sp] > 0.f) { /* a select, not 0 * garbage (may be NaN) */
+                const float ws = ll[sp] * exp2f(ml[sp] - mx);
+                acc.x += ws * v[u].x;
+                acc.y += ws * v[u].y;
+                acc.z += ws * v[u].z;
+                acc.w += ws * v[u].w;
             }
         }
+        s0 += CB_WARPS * CB_UNROLL;
+        if (s0 < used) load(s0);
     }
-    const float inv = inv_tot;
-#pragma unroll
-    for (int j = 0; j < CB_COLS; j++) {
-        const int d = threadIdx.x + j * CB_THREADS;
-        if (d < L) olat[((size_t)r * n_head + h) * L + d] = acc[j] * inv;
+    part[warp][threadIdx.x & 31] = acc;
+    __syncthreads();
+    if (warp == 0 && col) {
+        float4 t = part[0][threadIdx.x];
+        for (int w = 1; w < CB_WARPS; w++) {
+            const float4 b = part[w][threadIdx.x];
+            t.x += b.x;
+            t.y += b.y;
+            t.z += b.z;
+            t.w += b.w;
+        }
+        const float inv = tot > 0.f ? 1.f / tot : 0.f;
+        *(float4 *)(olat + ((size_t)r * n_head + h) * L + d) = make_float4(t.x * inv, t.y * inv, t.z * inv, t.w * inv);
     }
 }
 
@@ -698,8 +742,9 @@ extern "C" int ds_cu_mla_tc(const float *qabs, const float *q, int n, int n_head
     c.fn<<<dim3((unsigned)n_ht, (unsigned)ns, (unsigned)n), c.threads, c.smem, s>>>(p);
     DS_CU_TRY_LAUNCH();
     if (ns > 1) {
-        mla_tc_combine<<<dim3((unsigned)n_head, (unsigned)n), CB_THREADS, 0, s>>>(p.po, p.pm, p.pl, ns, n_head,
-                                                                                  kv_lora, olat);
+        const unsigned chunks = (unsigned)((kv_lora + CB_COLS - 1) / CB_COLS);
+        mla_tc_combine<<<dim3((unsigned)n_head * chunks, (unsigned)n), 32 * CB_WARPS, 0, s>>>(
+            p.po, p.pm, p.pl, ns, n_head, kv_lora, p.kv.pos, c.nt, c.min_chunk, olat);
         DS_CU_TRY_LAUNCH();
     }
     return 0;
