@@ -74,6 +74,35 @@ static double check_out(const float *y, const double *ref, const double *scale, 
     return worst;
 }
 
+/* The device side of one check: the weights, the x rows in f32 and as the
+ * f16 copies with their scales the GEMM reads, and y (poisoned with NaN, so
+ * an output the launch never writes shows) */
+typedef struct {
+    void *w, *xh;
+    float *x, *inv, *y;
+} dev_bufs;
+
+static bool dev_upload(dev_bufs *b, const void *w, size_t w_bytes, const float *x, size_t x_floats, size_t rows,
+                       size_t y_floats) {
+    *b = (dev_bufs){ 0 };
+    return cudaMalloc(&b->w, w_bytes) == cudaSuccess &&
+           cudaMalloc((void **)&b->x, x_floats * sizeof(float)) == cudaSuccess &&
+           cudaMalloc(&b->xh, x_floats * 2) == cudaSuccess &&
+           cudaMalloc((void **)&b->inv, rows * sizeof(float)) == cudaSuccess &&
+           cudaMalloc((void **)&b->y, y_floats * sizeof(float)) == cudaSuccess &&
+           cudaMemcpy(b->w, w, w_bytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+           cudaMemcpy(b->x, x, x_floats * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess &&
+           cudaMemset(b->y, 0xFF, y_floats * sizeof(float)) == cudaSuccess;
+}
+
+static void dev_free(dev_bufs *b) {
+    cudaFree(b->w);
+    cudaFree(b->x);
+    cudaFree(b->xh);
+    cudaFree(b->inv);
+    cudaFree(b->y);
+}
+
 /* y = W x for n rows through the dense launch; x rows ldx apart, per head
  * when group_rows > 0 (head g of row r reads x + r*ldx + g*K) */
 static void check_dense(ds_type t, int64_t K, int64_t M, int n, int64_t group_rows, int64_t pad, double xmag,
@@ -101,35 +130,27 @@ static void check_dense(ds_type t, int64_t K, int64_t M, int n, int64_t group_ro
             ref[(size_t)r * M + m] = s;
             scale[(size_t)r * M + m] = a;
         }
-    void *dw = NULL, *dxh = NULL;
-    float *dx = NULL, *dy = NULL, *dinv = NULL;
-    bool ok = cudaMalloc(&dw, (size_t)M * W.rb) == cudaSuccess &&
-              cudaMalloc((void **)&dx, (size_t)n * ldx * sizeof(float)) == cudaSuccess &&
-              cudaMalloc(&dxh, (size_t)n * ldx * 2) == cudaSuccess &&
-              cudaMalloc((void **)&dinv, (size_t)n * sizeof(float)) == cudaSuccess &&
-              cudaMalloc((void **)&dy, (size_t)n * M * sizeof(float)) == cudaSuccess &&
-              cudaMemcpy(dw, W.w, (size_t)M * W.rb, cudaMemcpyHostToDevice) == cudaSuccess &&
-              cudaMemcpy(dx, x, (size_t)n * ldx * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess &&
-              cudaMemset(dy, 0xFF, (size_t)n * M * sizeof(float)) == cudaSuccess; /* NaN poison */
+    dev_bufs d;
+    const bool ok = dev_upload(&d, W.w, (size_t)M * W.rb, x, (size_t)n * ldx, (size_t)n, (size_t)n * M);
     CHECK(ok, "cuda alloc/copy");
     if (ok) {
         char what[160];
         snprintf(what, sizeof what, "gemm %s K %lld M %lld n %d group %lld pad %lld |x| %.0e", tr->name, (long long)K,
                  (long long)M, n, (long long)group_rows, (long long)pad, xmag);
         CHECK(ds_cu_gemm_supported(t, ldx, group_rows, group_rows > 0 ? K : 0), "%s: supported", what);
-        int rc = ds_cu_to_half_rows(dx, ldx, ldx, n, dxh, dinv, 0);
-        ds_cu_gemm_params p = { .w = dw, .type = t, .K = K, .M = M, .row_bytes = W.rb, .xh = dxh, .inv = dinv,
+        int rc = ds_cu_to_half_rows(d.x, ldx, ldx, n, d.xh, d.inv, 0);
+        ds_cu_gemm_params p = { .w = d.w, .type = t, .K = K, .M = M, .row_bytes = W.rb, .xh = d.xh, .inv = d.inv,
                                 .ldx = ldx, .group_rows = group_rows, .group_stride = group_rows > 0 ? K : 0,
-                                .y = dy, .ldy = M, .n = n };
+                                .y = d.y, .ldy = M, .n = n };
         rc = rc ? rc : ds_cu_gemm(&p);
         CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s: launch", what);
-        cudaMemcpy(y, dy, (size_t)n * M * sizeof(float), cudaMemcpyDeviceToHost);
+        cudaMemcpy(y, d.y, (size_t)n * M * sizeof(float), cudaMemcpyDeviceToHost);
         const double worst = check_out(y, ref, scale, (size_t)n * M, K, what);
         /* accumulate mode adds onto what is there */
         p.accumulate = 1;
         rc = ds_cu_gemm(&p);
         CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s: accumulate launch", what);
-        cudaMemcpy(y, dy, (size_t)n * M * sizeof(float), cudaMemcpyDeviceToHost);
+        cudaMemcpy(y, d.y, (size_t)n * M * sizeof(float), cudaMemcpyDeviceToHost);
         for (size_t i = 0; i < (size_t)n * M; i++) {
             ref[i] *= 2;
             scale[i] *= 2;
@@ -140,7 +161,7 @@ static void check_dense(ds_type t, int64_t K, int64_t M, int n, int64_t group_ro
         if (!printed[t]++ || K >= 2048 || group_rows)
             printf("%s: worst err / sum|wx| %.2e\n", what, worst);
     }
-    cudaFree(dw); cudaFree(dx); cudaFree(dxh); cudaFree(dinv); cudaFree(dy);
+    dev_free(&d);
     free(x); free(y); free(ref); free(scale);
     free_weights(&W);
 }
@@ -158,19 +179,12 @@ static void check_dequant_exact(ds_type t, int64_t K, int64_t M, uint64_t seed) 
     const int n = (int)K;
     float *x = calloc((size_t)n * K, sizeof(float)), *y = malloc((size_t)n * M * sizeof(float));
     for (int r = 0; r < n; r++) x[(size_t)r * K + r] = 1.f;
-    void *dw = NULL, *dxh = NULL;
-    float *dx = NULL, *dy = NULL, *dinv = NULL;
-    bool ok = cudaMalloc(&dw, (size_t)M * W.rb) == cudaSuccess &&
-              cudaMalloc((void **)&dx, (size_t)n * K * sizeof(float)) == cudaSuccess &&
-              cudaMalloc(&dxh, (size_t)n * K * 2) == cudaSuccess &&
-              cudaMalloc((void **)&dinv, (size_t)n * sizeof(float)) == cudaSuccess &&
-              cudaMalloc((void **)&dy, (size_t)n * M * sizeof(float)) == cudaSuccess &&
-              cudaMemcpy(dw, W.w, (size_t)M * W.rb, cudaMemcpyHostToDevice) == cudaSuccess &&
-              cudaMemcpy(dx, x, (size_t)n * K * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess;
-    ds_cu_gemm_params p = { .w = dw, .type = t, .K = K, .M = M, .row_bytes = W.rb, .xh = dxh, .inv = dinv,
-                            .ldx = K, .y = dy, .ldy = M, .n = n };
-    ok = ok && ds_cu_to_half_rows(dx, K, K, n, dxh, dinv, 0) == 0 && ds_cu_gemm(&p) == 0 &&
-         cudaMemcpy(y, dy, (size_t)n * M * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess;
+    dev_bufs d;
+    bool ok = dev_upload(&d, W.w, (size_t)M * W.rb, x, (size_t)n * K, (size_t)n, (size_t)n * M);
+    ds_cu_gemm_params p = { .w = d.w, .type = t, .K = K, .M = M, .row_bytes = W.rb, .xh = d.xh, .inv = d.inv,
+                            .ldx = K, .y = d.y, .ldy = M, .n = n };
+    ok = ok && ds_cu_to_half_rows(d.x, K, K, n, d.xh, d.inv, 0) == 0 && ds_cu_gemm(&p) == 0 &&
+         cudaMemcpy(y, d.y, (size_t)n * M * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess;
     CHECK(ok, "dequant exact %s: launch", ds_type_info(t)->name);
     size_t bad = 0;
     for (int r = 0; ok && r < n; r++)
@@ -180,7 +194,7 @@ static void check_dequant_exact(ds_type t, int64_t K, int64_t M, uint64_t seed) 
         }
     CHECK(bad == 0, "dequant exact %s K %lld M %lld: %zu of %lld weights differ from the f16-rounded CPU value",
           ds_type_info(t)->name, (long long)K, (long long)M, bad, (long long)(n * M));
-    cudaFree(dw); cudaFree(dx); cudaFree(dxh); cudaFree(dinv); cudaFree(dy);
+    dev_free(&d);
     free(x); free(y);
     free_weights(&W);
 }
@@ -225,34 +239,28 @@ static void check_grouped(ds_type t, int64_t K, int64_t M, int n_exp, const int 
                 ref[(size_t)r * M + m] = s;
                 scale[(size_t)r * M + m] = a;
             }
-    void *dw = NULL, *dxh = NULL;
-    float *dx = NULL, *dy = NULL, *dinv = NULL;
+    dev_bufs d;
     int32_t *dt = NULL;
-    bool ok = cudaMalloc(&dw, (size_t)n_exp * M * W.rb) == cudaSuccess &&
-              cudaMalloc((void **)&dx, (size_t)total * K * sizeof(float)) == cudaSuccess &&
-              cudaMalloc(&dxh, (size_t)total * K * 2) == cudaSuccess &&
-              cudaMalloc((void **)&dinv, (size_t)total * sizeof(float)) == cudaSuccess &&
-              cudaMalloc((void **)&dy, (size_t)total * M * sizeof(float)) == cudaSuccess &&
-              cudaMalloc((void **)&dt, sizeof(int32_t) * 3 * (size_t)nt) == cudaSuccess &&
-              cudaMemcpy(dw, W.w, (size_t)n_exp * M * W.rb, cudaMemcpyHostToDevice) == cudaSuccess &&
-              cudaMemcpy(dx, x, (size_t)total * K * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess &&
-              cudaMemcpy(dt, tiles, sizeof(int32_t) * 3 * (size_t)nt, cudaMemcpyHostToDevice) == cudaSuccess &&
-              cudaMemset(dy, 0xFF, (size_t)total * M * sizeof(float)) == cudaSuccess;
+    const bool ok = dev_upload(&d, W.w, (size_t)n_exp * M * W.rb, x, (size_t)total * K, (size_t)total,
+                               (size_t)total * M) &&
+                    cudaMalloc((void **)&dt, sizeof(int32_t) * 3 * (size_t)nt) == cudaSuccess &&
+                    cudaMemcpy(dt, tiles, sizeof(int32_t) * 3 * (size_t)nt, cudaMemcpyHostToDevice) == cudaSuccess;
     CHECK(ok, "cuda alloc/copy");
     if (ok) {
         char what[160];
         snprintf(what, sizeof what, "grouped gemm %s K %lld M %lld, %d experts (%d used), %d rows, %d tiles of %d",
                  tr->name, (long long)K, (long long)M, n_exp, used, total, nt, tr_rows);
-        int rc = ds_cu_to_half_rows(dx, K, K, total, dxh, dinv, 0);
-        ds_cu_gemm_params p = { .w = dw, .type = t, .K = K, .M = M, .row_bytes = W.rb,
-                                .expert_bytes = (size_t)M * W.rb, .xh = dxh, .inv = dinv, .ldx = K, .y = dy,
+        int rc = ds_cu_to_half_rows(d.x, K, K, total, d.xh, d.inv, 0);
+        ds_cu_gemm_params p = { .w = d.w, .type = t, .K = K, .M = M, .row_bytes = W.rb,
+                                .expert_bytes = (size_t)M * W.rb, .xh = d.xh, .inv = d.inv, .ldx = K, .y = d.y,
                                 .ldy = M, .tiles = dt, .n_tiles = nt, .tile_rows = tr_rows };
         rc = rc ? rc : ds_cu_gemm(&p);
         CHECK(rc == 0 && cudaDeviceSynchronize() == cudaSuccess, "%s: launch", what);
-        cudaMemcpy(y, dy, (size_t)total * M * sizeof(float), cudaMemcpyDeviceToHost);
+        cudaMemcpy(y, d.y, (size_t)total * M * sizeof(float), cudaMemcpyDeviceToHost);
         printf("%s: worst err / sum|wx| %.2e\n", what, check_out(y, ref, scale, (size_t)total * M, K, what));
     }
-    cudaFree(dw); cudaFree(dx); cudaFree(dxh); cudaFree(dinv); cudaFree(dy); cudaFree(dt);
+    dev_free(&d);
+    cudaFree(dt);
     free(tiles); free(x); free(y); free(ref); free(scale);
     free_weights(&W);
 }
