@@ -527,13 +527,13 @@ __global__ void __launch_bounds__(32 * CB_WARPS) mla_tc_combine(const float *__r
     const int h = blockIdx.x / n_chunk, d = (blockIdx.x % n_chunk) * CB_COLS + 4 * (threadIdx.x & 31);
     const int r = blockIdx.y, warp = threadIdx.x >> 5;
     const size_t at = (size_t)r * n_split * n_head + h; /* split s at at + s * n_head */
-    /* the splits past the row's end are empty: not read (at depth 0 in a
-     * context made for 32k tokens 65 of 66 are) */
+    /* only the first `used` splits have tokens (l >= 1: the max token has
+     * p = 1); the rest are never read (at depth 0 in a context made for 32k
+     * tokens 65 of 66 are empty) */
     const int used = splits_used(pos[r], n_split, nt, min_chunk);
     if (threadIdx.x < used) {
-        const float l = pl[at + (size_t)threadIdx.x * n_head], m = pm[at + (size_t)threadIdx.x * n_head];
-        ll[threadIdx.x] = l;
-        ml[threadIdx.x] = l > 0.f ? m : -INFINITY; /* empty splits weigh 0 */
+        ll[threadIdx.x] = pl[at + (size_t)threadIdx.x * n_head];
+        ml[threadIdx.x] = pm[at + (size_t)threadIdx.x * n_head];
     }
     const bool col = d < L;
     const float *src = po + at * L + d;
@@ -551,14 +551,14 @@ __global__ void __launch_bounds__(32 * CB_WARPS) mla_tc_combine(const float *__r
     float mx = -INFINITY, tot = 0.f;
     for (int sp = threadIdx.x & 31; sp < used; sp += 32) mx = fmaxf(mx, ml[sp]);
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    for (int sp = threadIdx.x & 31; sp < used; sp += 32) tot += ll[sp] > 0.f ? ll[sp] * exp2f(ml[sp] - mx) : 0.f;
+    for (int sp = threadIdx.x & 31; sp < used; sp += 32) tot += ll[sp] * exp2f(ml[sp] - mx);
     for (int o = 16; o > 0; o >>= 1) tot += __shfl_xor_sync(0xffffffffu, tot, o);
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int s0 = warp; s0 < used;) {
 #pragma unroll
         for (int u = 0; u < CB_UNROLL; u++) {
             const int sp = s0 + u * CB_WARPS;
-            if (sp < used && ll[sp] > 0.f) { /* a select, not 0 * garbage (may be NaN) */
+            if (sp < used) { /* a select: v[u] past `used` was never loaded */
                 const float ws = ll[sp] * exp2f(ml[sp] - mx);
                 acc.x += ws * v[u].x;
                 acc.y += ws * v[u].y;
