@@ -312,6 +312,7 @@ int main(void) {
         { F,   40,  128, 48, 16,  2,  1000, DEC, 1,    WORK_FULL,  0 }, /* odd k-steps, masked heads */
         { F,  128,  512, 64, 16,  1,  4100, DEC, 1,    WORK_FULL,  0 },
         { F,   72,  512, 64, 16,  3,  1000, DEC, 1,    WORK_FULL,  0 }, /* 64-head tiles, 56 masked */
+        { F,   72,  512, 64, 16,  1,  1500, DEC, 1,    WORK_FULL,  0 }, /* the same split, in the quick set */
         { B,   72,  512, 64, 16,  5,   300, PRE, 1,    WORK_FULL,  0 },
         { F,   72,  512, 32, 16,  3,  1000, DEC, 1,    WORK_FULL,  0 }, /* d_rope 32: not the wgmma kernel's */
         { F,  128,  512, 64, 64,  2,  4100, DEC, 1,    WORK_FULL,  1 },

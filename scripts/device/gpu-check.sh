@@ -280,7 +280,7 @@ fi
 
 if has memcheck; then
   stage "compute-sanitizer memcheck"
-  for t in ${MEMCHECK_TESTS:-test_cuda_gemm test_cuda_mla test_cuda_blocks test_cuda_gemv_q8}; do
+  for t in ${MEMCHECK_TESTS:-test_cuda_gemm test_cuda_mla test_cuda_blocks test_cuda_gemv_q8 test_cuda_wgmma}; do
     DS_CUDA_TEST_QUICK=1 timeout ${MEMCHECK_TIMEOUT:-300} compute-sanitizer --tool memcheck --error-exitcode 9 \
       "$BUILD/tests/$t" 2>&1 | tail -3
     echo "memcheck $t (quick) exit ${PIPESTATUS[0]}"
