@@ -267,23 +267,8 @@ __global__ void __launch_bounds__(MT * WPM * 32, 1) mla_tc_kernel(const mla_tc_p
 
     const int hA = h0 + mi * 16 + g, hB = hA + 8;
     const float i0 = 1.f / l0, i1 = 1.f / l1; /* l >= 1: the max token has p = 1 */
-    float *dA, *dB;
-    if (p.n_split == 1) {
-        dA = p.olat + ((size_t)r * p.n_head + hA) * L;
-        dB = p.olat + ((size_t)r * p.n_head + hB) * L;
-    } else {
-        const size_t at = ((size_t)r * p.n_split + split) * p.n_head;
-        dA = p.po + (at + hA) * L;
-        dB = p.po + (at + hB) * L;
-        if (wq == 0 && c == 0 && hA < p.n_head) {
-            p.pm[at + hA] = m0;
-            p.pl[at + hA] = l0;
-        }
-        if (wq == 0 && c == 0 && hB < p.n_head) {
-            p.pm[at + hB] = m1;
-            p.pl[at + hB] = l1;
-        }
-    }
+    float *dA = out_row(p, r, split, hA, wq == 0 && c == 0, m0, l0);
+    float *dB = out_row(p, r, split, hB, wq == 0 && c == 0, m1, l1);
 #pragma unroll
     for (int j = 0; j < O_NT; j++) {
         if (j < ndv) {

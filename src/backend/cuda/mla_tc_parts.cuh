@@ -238,6 +238,22 @@ __device__ __forceinline__ float quad_sum(float x) {
     return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+/* Where head h's output row of batch row r goes: olat when the row is not
+ * split, else split `split`'s partial, whose max m and sum l the one lane
+ * that `owns` them writes for the combine. Rows of heads past n_head are
+ * not written (the caller tests h < n_head before storing). */
+__device__ __forceinline__ float *out_row(const mla_tc_params &p, int r, int split, int h, bool owns, float m,
+                                          float l) {
+    const int L = p.kv_lora;
+    if (p.n_split == 1) return p.olat + ((size_t)r * p.n_head + h) * L;
+    const size_t at = ((size_t)r * p.n_split + split) * p.n_head + h;
+    if (owns && h < p.n_head) {
+        p.pm[at] = m;
+        p.pl[at] = l;
+    }
+    return p.po + at * L;
+}
+
 /* A block with no tokens (a split past the row's end, or pos < 0): an empty
  * partial, or zeros when it writes olat itself. */
 template <int MT>

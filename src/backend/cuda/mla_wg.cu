@@ -35,11 +35,11 @@ namespace {
 
 constexpr int WG_HEADS = 64;           /* heads a block: the wgmma M */
 constexpr int WG_NT = 64;              /* tokens a tile */
-constexpr int WG_HT = WG_NT / 2;       /* tokens a warpgroup scores */
+[[maybe_unused]] constexpr int WG_HT = WG_NT / 2;       /* tokens a warpgroup scores */
 constexpr int WG_THREADS = 256;        /* 2 warpgroups */
 constexpr int WG_LORA = 512;           /* kv_lora this kernel serves: 2 x 256 O columns */
 constexpr int WG_D = WG_LORA + 64;     /* and d_rope 64: the row, 9 atoms of 64 columns */
-constexpr int WG_NK = WG_D / 16;       /* k16 steps of the scores */
+[[maybe_unused]] constexpr int WG_NK = WG_D / 16;       /* k16 steps of the scores */
 constexpr int WG_PS = WG_NT + PAD;     /* P row pitch in halves (ldmatrix rows on distinct banks) */
 /* K tiles in the cp.async ring (one in flight while one is used: 72 KiB
  * each; the 64-token tile halves the per-token barriers, softmax rounds and
@@ -51,7 +51,7 @@ static_assert(WG_LORA == MAX_LORA && WG_D % 64 == 0, "O columns, whole atoms");
 /* cp.async copies of tokens [t0, t0 + WG_NT) into the sw128 tile dst [WG_NT][WG_D]:
  * 4 threads a token, each every 4th chunk; tokens past te zero-filled (P is
  * 0 there, and 0 * garbage could be NaN in P . V) */
-__device__ __forceinline__ void load_k_tile_sw(uint16_t *dst, const mla_tc_params &p, int tab, int t0, int te) {
+[[maybe_unused]] __device__ __forceinline__ void load_k_tile_sw(uint16_t *dst, const mla_tc_params &p, int tab, int t0, int te) {
     constexpr int TPT = WG_THREADS / WG_NT;
     const int tok = threadIdx.x / TPT, sub = threadIdx.x % TPT, t = t0 + tok;
     const bool valid = t <= te;
@@ -68,7 +68,6 @@ template <bool BF> __global__ void __launch_bounds__(WG_THREADS, 1) mla_wg_kerne
     constexpr int NSB = WG_HT / 8, KH = WG_HT / 16; /* n8 blocks of a warpgroup's scores; its k16 steps of P */
     extern __shared__ __align__(1024) uint8_t smem_raw[];
     uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-    const int L = p.kv_lora;
     uint16_t *qs = (uint16_t *)smem;               /* sw128 [64][WG_D] */
     uint16_t *ks = qs + Q_HALVES;                  /* WG_STAGES x sw128 [WG_NT][WG_D] */
     uint16_t *ps = ks + WG_STAGES * K_HALVES;      /* [64][WG_PS] */
@@ -231,23 +230,8 @@ template <bool BF> __global__ void __launch_bounds__(WG_THREADS, 1) mla_wg_kerne
 
     const int hA = h0 + mi * 16 + g, hB = hA + 8;
     const float i0 = 1.f / l0, i1 = 1.f / l1; /* l >= 1: the max token has p = 1 */
-    float *dA, *dB;
-    if (p.n_split == 1) {
-        dA = p.olat + ((size_t)r * p.n_head + hA) * L;
-        dB = p.olat + ((size_t)r * p.n_head + hB) * L;
-    } else {
-        const size_t at = ((size_t)r * p.n_split + split) * p.n_head;
-        dA = p.po + (at + hA) * L;
-        dB = p.po + (at + hB) * L;
-        if (wq == 0 && c == 0 && hA < p.n_head) {
-            p.pm[at + hA] = m0;
-            p.pl[at + hA] = l0;
-        }
-        if (wq == 0 && c == 0 && hB < p.n_head) {
-            p.pm[at + hB] = m1;
-            p.pl[at + hB] = l1;
-        }
-    }
+    float *dA = out_row(p, r, split, hA, wq == 0 && c == 0, m0, l0);
+    float *dB = out_row(p, r, split, hB, wq == 0 && c == 0, m1, l1);
 #pragma unroll
     for (int j = 0; j < 4; j++)
 #pragma unroll
