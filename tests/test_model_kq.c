@@ -60,7 +60,24 @@ static void check_file(const char *type) {
     ds_model_free(m);
 }
 
+/* The issue's end-to-end check, on the CPU: 64 greedy tokens after the
+ * "short" prompt, cpu against ref as a user runs them (routing not pinned),
+ * with the pinned prefill's bound (5e-2, above) on the median step
+ * (ds_test_greedy_pair says what may part them). */
+static void check_greedy(const char *type) {
+    char path[256];
+    snprintf(path, sizeof path, "models/dsv3_kq/dsv3_kq-%s.gguf", type);
+    ds_model *m = ds_test_load_model(path);
+    if (!m) return;
+    int32_t ids[64];
+    const int n = ds_test_case_tokens(ds_test_data("models/dsv3_kq/cases.json"), "short", ids, 64);
+    CHECK(n > 0, "short case");
+    if (n > 0) ds_test_greedy_pair(m, type, "ref", "cpu", ids, n, 64, 5e-2);
+    ds_model_free(m);
+}
+
 int main(void) {
+    check_greedy("Q3_K_M");
     check_file("Q3_K_M");
     check_file("IQ4_XS");
     return ds_test_finish("test_model_kq");

@@ -31,6 +31,38 @@ float *ds_test_decode_steps_p(const ds_model *m, const ds_ctx_params *p, const i
 float *ds_test_decode_steps_pinned(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n,
                                    const int32_t *route);
 
+/* Greedy generation on a fresh context made with p: a prefill of ids[n],
+ * then `steps` tokens, each ds_argmax_f32 of the last logits, fed back one
+ * per call. out[steps] gets the ids and logits[steps][n_vocab] the logits
+ * each pick was made from. p->n_ctx must hold n + steps. 0, or -1 on error
+ * (printed). */
+int ds_test_greedy(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n, int steps, int32_t *out,
+                   float *logits);
+
+/* Two greedy runs of the same prompt side by side (a: the oracle):
+ * first_diff is the first step whose ids differ (steps if none); at it,
+ * margin is a's logit of its pick minus a's logit of b's pick and max_diff
+ * the largest |a - b| logit difference there (a flip the two runs'
+ * numerical difference can explain has margin <= max_diff); rel_median and
+ * rel_max are the per-step rel L2 distances of b's logits from a's over the
+ * steps up to first_diff (included when it exists). */
+typedef struct ds_test_greedy_cmp {
+    int first_diff;
+    double margin, max_diff, rel_median, rel_max;
+} ds_test_greedy_cmp;
+ds_test_greedy_cmp ds_test_greedy_compare(const int32_t *a, const float *la, const int32_t *b, const float *lb,
+                                          int steps, size_t n_vocab);
+
+/* Greedy runs of ids[n] on device a (the oracle) and device b (default
+ * parameters, 2 threads, routing not pinned), `steps` tokens each, printed
+ * under `label` and checked: they may part only where a's pick and b's pick
+ * are closer in a's logits than the two runs' largest logit difference at
+ * that step (a near-tie the backends' rounding can flip), and the median
+ * step's logits up to there stay within rel L2 `bound` (a routing flip
+ * moves a few steps, a wrong kernel every one). */
+void ds_test_greedy_pair(const ds_model *m, const char *label, const char *a, const char *b, const int32_t *ids,
+                         int n, int steps, double bound);
+
 /* CUDA backends made after this call: ds_test_cuda_f32() runs every product
  * on the f32 GEMV and the attention core on the scalar f32 kernel (for the
  * tight bounds); ds_test_cuda_tc(r) the tensor-core GEMM from r rows on and

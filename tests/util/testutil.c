@@ -197,6 +197,109 @@ float *ds_test_decode_steps_pinned(const ds_model *m, const ds_ctx_params *p, co
     return logits;
 }
 
+int ds_test_greedy(const ds_model *m, const ds_ctx_params *p, const int32_t *ids, int n, int steps, int32_t *out,
+                   float *logits) {
+    ds_ctx *c;
+    ds_error err = { 0 };
+    if (n < 1 || ds_ctx_create(m, p, &c, &err)) {
+        fprintf(stderr, "greedy ctx: %s\n", n < 1 ? "empty prompt" : err.msg);
+        return -1;
+    }
+    const size_t V = (size_t)m->hp.n_vocab;
+    int rc = 0;
+    int32_t *pos = malloc((size_t)n * sizeof *pos), *seq = calloc((size_t)n, sizeof *seq);
+    bool *want = calloc((size_t)n, sizeof *want);
+    if (!pos || !seq || !want) rc = -1;
+    for (int i = 0; i < n && !rc; i++) pos[i] = i;
+    if (!rc) {
+        want[n - 1] = true; /* the prompt's last row only */
+        ds_batch b = { n, ids, pos, seq, want, NULL };
+        if (ds_ctx_decode(c, &b, logits, &err)) {
+            fprintf(stderr, "greedy prefill: %s\n", err.msg);
+            rc = -1;
+        }
+    }
+    for (int i = 0; i < steps && !rc; i++) {
+        out[i] = (int32_t)ds_argmax_f32(logits + (size_t)i * V, V);
+        if (i + 1 == steps) break;
+        int32_t ps = n + i, sq = 0;
+        ds_batch b = { 1, out + i, &ps, &sq, NULL, NULL };
+        if (ds_ctx_decode(c, &b, logits + (size_t)(i + 1) * V, &err)) {
+            fprintf(stderr, "greedy step %d: %s\n", i, err.msg);
+            rc = -1;
+        }
+    }
+    free(pos);
+    free(seq);
+    free(want);
+    ds_ctx_free(c);
+    return rc;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    const double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+ds_test_greedy_cmp ds_test_greedy_compare(const int32_t *a, const float *la, const int32_t *b, const float *lb,
+                                          int steps, size_t n_vocab) {
+    ds_test_greedy_cmp r = { 0, 0, 0, 0, 0 };
+    while (r.first_diff < steps && a[r.first_diff] == b[r.first_diff]) r.first_diff++;
+    const int upto = r.first_diff < steps ? r.first_diff + 1 : steps;
+    double *rel = malloc((size_t)(upto > 0 ? upto : 1) * sizeof *rel);
+    for (int i = 0; i < upto && rel; i++) {
+        rel[i] = ds_test_rel_l2(lb + (size_t)i * n_vocab, la + (size_t)i * n_vocab, n_vocab);
+        if (rel[i] > r.rel_max) r.rel_max = rel[i];
+    }
+    if (rel && upto > 0) {
+        qsort(rel, (size_t)upto, sizeof *rel, cmp_double);
+        r.rel_median = rel[upto / 2];
+    }
+    free(rel);
+    if (r.first_diff < steps) {
+        const float *x = la + (size_t)r.first_diff * n_vocab, *y = lb + (size_t)r.first_diff * n_vocab;
+        r.margin = (double)x[a[r.first_diff]] - x[b[r.first_diff]];
+        for (size_t j = 0; j < n_vocab; j++) {
+            const double d = fabs((double)x[j] - y[j]);
+            if (d > r.max_diff) r.max_diff = d;
+        }
+    }
+    return r;
+}
+
+void ds_test_greedy_pair(const ds_model *m, const char *label, const char *a, const char *b, const int32_t *ids,
+                         int n, int steps, double bound) {
+    const size_t V = (size_t)m->hp.n_vocab;
+    int32_t *ta = malloc((size_t)steps * sizeof *ta), *tb = malloc((size_t)steps * sizeof *tb);
+    float *la = malloc((size_t)steps * V * sizeof *la), *lb = malloc((size_t)steps * V * sizeof *lb);
+    ds_ctx_params p;
+    ds_ctx_params_default(&p);
+    p.n_ctx = n + steps;
+    p.n_threads = 2;
+    set_device(&p, a);
+    const int ra = ta && tb && la && lb ? ds_test_greedy(m, &p, ids, n, steps, ta, la) : -1;
+    set_device(&p, b);
+    const int rb = ra == 0 ? ds_test_greedy(m, &p, ids, n, steps, tb, lb) : -1;
+    CHECK(ra == 0 && rb == 0, "%s greedy runs on %s and %s", label, a, b);
+    if (ra == 0 && rb == 0) {
+        const ds_test_greedy_cmp r = ds_test_greedy_compare(ta, la, tb, lb, steps, V);
+        printf("%s: %d greedy tokens, %s vs %s: the same for %d; logits rel L2 median %.2e, max %.2e", label, steps, b,
+               a, r.first_diff, r.rel_median, r.rel_max);
+        if (r.first_diff < steps)
+            printf("; at step %d %s's margin over %s's pick %.3e, largest logit difference %.3e", r.first_diff, a, b,
+                   r.margin, r.max_diff);
+        printf("\n");
+        CHECK(r.rel_median <= bound, "%s greedy %s vs %s: median step rel L2 %.3e", label, b, a, r.rel_median);
+        CHECK(r.first_diff == steps || r.margin <= r.max_diff,
+              "%s greedy %s vs %s: parts at step %d with margin %.3e > logit difference %.3e", label, b, a,
+              r.first_diff, r.margin, r.max_diff);
+    }
+    free(ta);
+    free(tb);
+    free(la);
+    free(lb);
+}
+
 void ds_test_cuda_f32(void) {
     setenv("DSINFER_GEMV_Q8", "0", 1);
     setenv("DSINFER_GEMM_MIN_ROWS", "0", 1);
