@@ -1,6 +1,10 @@
 /* mla_tc.cu: the absorbed MLA attention core on tensor cores for f16/bf16
  * latent caches (the contract of ds_cu_mla in attn.cu, which stays the
- * oracle and the f32-cache path). Not RoPE, not the cache store.
+ * oracle and the f32-cache path), and its host side: the config, the split
+ * count and the combine. Not RoPE, not the cache store. On compute
+ * capability 9.0 the V3 shape (kv_lora 512, d_rope 64, 33+ heads) runs the
+ * wgmma kernel of mla_wg.cu instead (pick_cfg); this kernel serves sm_120
+ * and every other shape.
  *
  * What it computes. For batch row r and head h the query is
  * [qabs[r][h] | q_pe[r][h]] (D = kv_lora + d_rope), the keys are the row's
