@@ -62,8 +62,8 @@ static void check_file(const char *type) {
 
 /* The issue's end-to-end check, on the CPU: 64 greedy tokens after the
  * "short" prompt, cpu against ref as a user runs them (routing not pinned),
- * with the pinned prefill's bound (5e-2, above) on the median step
- * (ds_test_greedy_pair says what may part them). */
+ * with the pinned prefill's bound (5e-2, above) on the median step's logits
+ * up to where they part (ds_test_greedy_pair). */
 static void check_greedy(const char *type) {
     char path[256];
     snprintf(path, sizeof path, "models/dsv3_kq/dsv3_kq-%s.gguf", type);

@@ -42,8 +42,8 @@ int ds_test_greedy(const ds_model *m, const ds_ctx_params *p, const int32_t *ids
 /* Two greedy runs of the same prompt side by side (a: the oracle):
  * first_diff is the first step whose ids differ (steps if none); at it,
  * margin is a's logit of its pick minus a's logit of b's pick and max_diff
- * the largest |a - b| logit difference there (a flip the two runs'
- * numerical difference can explain has margin <= max_diff); rel_median and
+ * the largest |a - b| logit difference there (a parting always has
+ * margin <= 2 max_diff: the numbers say how near the tie was); rel_median and
  * rel_max are the per-step rel L2 distances of b's logits from a's over the
  * steps up to first_diff (included when it exists). */
 typedef struct ds_test_greedy_cmp {
@@ -55,11 +55,10 @@ ds_test_greedy_cmp ds_test_greedy_compare(const int32_t *a, const float *la, con
 
 /* Greedy runs of ids[n] on device a (the oracle) and device b (default
  * parameters, 2 threads, routing not pinned), `steps` tokens each, printed
- * under `label` and checked: they may part only where a's pick and b's pick
- * are closer in a's logits than the two runs' largest logit difference at
- * that step (a near-tie the backends' rounding can flip), and the median
- * step's logits up to there stay within rel L2 `bound` (a routing flip
- * moves a few steps, a wrong kernel every one). */
+ * under `label` with where they part and a's margin there against the
+ * largest logit difference, and checked: the median step's logits up to
+ * the parting stay within rel L2 `bound` of a's (a routing flip moves a
+ * few steps, a wrong kernel every one). */
 void ds_test_greedy_pair(const ds_model *m, const char *label, const char *a, const char *b, const int32_t *ids,
                          int n, int steps, double bound);
 
