@@ -150,19 +150,27 @@ static void check_file(const char *dir, const char *file, const char *ll_type) {
     ds_model_free(m);
 }
 
+/* models/<dir>/<file>, loaded (NULL and a failed check on error), and the
+ * ids of case `name` of models/<dir>/cases.json in ids[cap] (*n: count or -1) */
+static ds_model *load_with_case(const char *dir, const char *file, const char *name, int32_t *ids, int cap, int *n) {
+    char path[256], cases_path[256];
+    snprintf(path, sizeof path, "models/%s/%s", dir, file);
+    snprintf(cases_path, sizeof cases_path, "models/%s/cases.json", dir);
+    ds_model *m = ds_test_load_model(path);
+    *n = m ? ds_test_case_tokens(ds_test_data(cases_path), name, ids, cap) : -1;
+    return m;
+}
+
 /* ds_batch.best on the GPU: the argmax kernel's ids equal ds_argmax_f32 of
  * the logits the same call returns, and the same ids come back when the
  * caller takes no logits (only ids cross the bus). A prefill with every row
  * wanted (the LM head's chunks past the first 16 rows), then decode steps
  * (the captured graph with the argmax inside). Exact: the same floats. */
 static void check_best_ids(const char *dir, const char *file) {
-    char path[256], cases_path[256];
-    snprintf(path, sizeof path, "models/%s/%s", dir, file);
-    snprintf(cases_path, sizeof cases_path, "models/%s/cases.json", dir);
-    ds_model *m = ds_test_load_model(path);
-    if (!m) return;
     int32_t ids[512];
-    const int n = ds_test_case_tokens(ds_test_data(cases_path), "long", ids, 512);
+    int n;
+    ds_model *m = load_with_case(dir, file, "long", ids, 512, &n);
+    if (!m) return;
     CHECK(n > 16, "long case has %d tokens", n);
     const size_t V = (size_t)m->hp.n_vocab;
     ds_ctx_params p;
@@ -219,13 +227,10 @@ static void check_best_ids(const char *dir, const char *file) {
  * prompt, where they part printed, and 5e-2 (the int8 decode bound above)
  * on the median step's logits up to there. */
 static void check_greedy_cpu(const char *dir, const char *file) {
-    char path[256], cases_path[256];
-    snprintf(path, sizeof path, "models/%s/%s", dir, file);
-    snprintf(cases_path, sizeof cases_path, "models/%s/cases.json", dir);
-    ds_model *m = ds_test_load_model(path);
-    if (!m) return;
     int32_t ids[512];
-    const int n = ds_test_case_tokens(ds_test_data(cases_path), "short", ids, 512);
+    int n;
+    ds_model *m = load_with_case(dir, file, "short", ids, 512, &n);
+    if (!m) return;
     CHECK(n > 0, "short case");
     ds_test_cuda_default();
     if (n > 0) ds_test_greedy_pair(m, file, "cpu", "cuda", ids, n, 64, 5e-2);
