@@ -9,6 +9,10 @@
  * capability 9.0 device or without sm_90a code in the build. */
 extern "C" {
 #include "testutil.h"
+/* core.h's conversions (core.h itself is C11 only: _Noreturn) */
+float ds_fp16_to_f32(uint16_t h);
+uint16_t ds_f32_to_fp16(float f);
+uint16_t ds_f32_to_bf16(float f);
 }
 #include "backend/cuda/mla_tc_parts.cuh"
 #include "backend/cuda/wgmma.cuh"
@@ -82,28 +86,15 @@ __global__ void probe(const uint16_t *q, const uint16_t *k, const uint16_t *pm, 
 #endif
 }
 
+/* the project's own conversions (core.h), by element type; bf16 is the top half of an f32 */
 float h2f(uint16_t h, bool bf) {
-    if (bf) {
-        uint32_t u = (uint32_t)h << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    __half x;
-    memcpy(&x, &h, 2);
-    return __half2float(x);
+    if (!bf) return ds_fp16_to_f32(h);
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
-uint16_t f2h(float f, bool bf) {
-    uint16_t h;
-    if (bf) {
-        const __nv_bfloat16 b = __float2bfloat16(f);
-        memcpy(&h, &b, 2);
-    } else {
-        const __half x = __float2half(f);
-        memcpy(&h, &x, 2);
-    }
-    return h;
-}
+uint16_t f2h(float f, bool bf) { return bf ? ds_f32_to_bf16(f) : ds_f32_to_fp16(f); }
 
 /* worst |got - want| over the largest |want|: the products are exact in f32
  * and only the f32 sums round (~1e-7 relative a step, D = 576 steps), so

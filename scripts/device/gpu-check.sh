@@ -25,6 +25,12 @@ JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
 mkdir -p "$DS_TEST_TMP"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
+# the NVTX range and cuda_bench arguments of what the stalls and sass stages profile: one pp512
+# prefill when $1 is set, else one 1-row decode step (at cache depth $2 when set, prefilled 512 a call)
+one_launch() {
+  if [ -n "$1" ]; then srange=prefill/; sargs="512 1 1"; else srange=step/; sargs="16 8 1 1 1024 8"; fi
+  if [ -z "$1" ] && [ -n "$2" ]; then sargs="512 8 1 1 $(($2 + 1024)) 8"; fi
+}
 stage() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
 
 if has env; then
@@ -247,8 +253,7 @@ if has stalls; then
   # issue activity and the stall reasons ncu's rules name; the whole details page goes to $OUT
   # STALL_PREFILL=1: the kernels of one pp512 prefill instead
   # STALL_DEPTH=D: the step at cache depth D
-  if [ -n "${STALL_PREFILL:-}" ]; then srange=prefill/; sargs="512 1 1"; else srange=step/; sargs="16 8 1 1 1024 8"; fi
-  [ -n "${STALL_DEPTH:-}" ] && sargs="512 8 1 1 $((STALL_DEPTH + 1024)) 8"
+  one_launch "${STALL_PREFILL:-}" "${STALL_DEPTH:-}"
   stage "stalls: ncu --set full, one ds10 $srange, kernels ${STALL_KERNELS:=q8_gemv|route_kernel|q8_rmsnorm|mla_tc}"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   CUDA_BENCH_DEPTH=${STALL_DEPTH:-0} CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 400 ncu --nvtx --nvtx-include "$srange" --set full \
@@ -265,8 +270,7 @@ if has sass; then
   # SASS_KERNEL is the mangled name
   : "${SASS_KERNEL:=_Z14q8_gemv_kernelILi11ELi1ELi4ELi2ELb0EEv7q8_args16ds_cu_q8_experts}"
   # SASS_DEPTH=D: the step at cache depth D
-  if [ -n "${SASS_PREFILL:-}" ]; then srange=prefill/; sargs="512 1 1"; else srange=step/; sargs="16 8 1 1 1024 8"; fi
-  [ -n "${SASS_DEPTH:-}" ] && sargs="512 8 1 1 $((SASS_DEPTH + 1024)) 8"
+  one_launch "${SASS_PREFILL:-}" "${SASS_DEPTH:-}"
   stage "sass: $SASS_KERNEL, launch ${SASS_SKIP:=1} of the $srange"
   [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
   CUDA_BENCH_DEPTH=${SASS_DEPTH:-0} CUDA_BENCH_NVTX=1 CUDA_BENCH_MODES=ids timeout 300 ncu --nvtx --nvtx-include "$srange" --set full \

@@ -414,11 +414,14 @@ bool shape_ok(int kv_type, int kv_lora, int d_rope, int n_head) {
 
 /* Shared-memory opt-in and SM count of the current device, without printing
  * (ds_cu_mla_tc_supported asks on machines that may have no device). */
-cudaError_t device_limits(int *optin, int *n_sm) {
-    int dev;
+cudaError_t device_limits(int *optin, int *n_sm, int *cc = nullptr) {
+    int dev, major = 0, minor = 0;
     cudaError_t e = cudaGetDevice(&dev);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(n_sm, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess && cc) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e == cudaSuccess && cc) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    if (cc) *cc = 10 * major + minor;
     return e;
 }
 
@@ -431,21 +434,15 @@ bool wgmma_knob() {
     return k;
 }
 
-/* The wgmma kernel (mla_wg.cu) when it serves this shape on the current
- * device: compute capability 9.0 with sm_90a code in the build, kv_lora 512
+/* The wgmma kernel (mla_wg.cu) when it serves this shape on a device of
+ * compute capability cc (10 major + minor): 9.0 with sm_90a code in the build, kv_lora 512
  * and d_rope 64 (DeepSeek-V2/V3, Kimi-K2), more than 32 heads (its 64-head
  * tiles), the shared memory fits. */
-mla_tc_fn wg_pick(bool bf, int n_head, int kv_lora, int D, int optin) {
-    int dev, major = 0, minor = 0;
-    if (!wgmma_knob() || kv_lora != MAX_LORA || D != MAX_LORA + MAX_ROPE || n_head <= 32 ||
-        ds_mla::wg_smem_bytes() > (size_t)optin ||
-        cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
+mla_tc_fn wg_pick(bool bf, int n_head, int kv_lora, int D, int optin, int cc) {
+    if (cc != 90 || !wgmma_knob() || kv_lora != MAX_LORA || D != MAX_LORA + MAX_ROPE || n_head <= 32 ||
+        ds_mla::wg_smem_bytes() > (size_t)optin)
         return nullptr;
-    }
-    return major == 9 && minor == 0 ? ds_mla::wg_kernel(bf) : nullptr;
+    return ds_mla::wg_kernel(bf);
 }
 
 /* The tile config for n_head on the current device: 64 heads per block when
@@ -454,8 +451,8 @@ mla_tc_fn wg_pick(bool bf, int n_head, int kv_lora, int D, int optin) {
  * attribute: no stream work, so it is fine inside graph capture). 0 or a
  * cudaError_t. */
 int pick_cfg(bool bf, int n_head, int kv_lora, int D, tc_cfg *c) {
-    int optin = 0;
-    const cudaError_t e = device_limits(&optin, &c->n_sm);
+    int optin = 0, cc = 0; /* cc: compute capability, 10 major + minor */
+    const cudaError_t e = device_limits(&optin, &c->n_sm, &cc);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* not sticky: the caller reports the code */
         return (int)e;
@@ -467,7 +464,7 @@ int pick_cfg(bool bf, int n_head, int kv_lora, int D, tc_cfg *c) {
     c->threads = mt * WPM * 32;
     c->smem = smem_bytes(mt, c->nt, D);
     c->fn = bf ? kernel_for<true>(mt) : kernel_for<false>(mt);
-    if (mla_tc_fn wg = wg_pick(bf, n_head, kv_lora, D, optin)) { /* 64 heads, 64 tokens, 8 warps */
+    if (mla_tc_fn wg = wg_pick(bf, n_head, kv_lora, D, optin, cc)) { /* 64 heads, 64 tokens, 8 warps */
         c->mt = 4;
         c->nt = 64;
         c->threads = 256;
