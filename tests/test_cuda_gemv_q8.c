@@ -545,6 +545,69 @@ static void test_experts(bool dev) {
 /* silu(g) * u quantized on the device: each value within d/2 of its block's
  * scale of the exact product (the quantization's own bound), and the
  * scales those of the exact products' absmax (expf differs in the last bits) */
+/* A row's sum does not depend on how many x rows share the call, nor on
+ * the rows a lane group takes (R): every y row of a 3-8-row call, under
+ * each rows choice, equals the 1-row call on that x row bit for bit. The
+ * server relies on it (a request's text must not depend on what else is in
+ * the batch), and the 3-8-row order (x rows outside, session 13) must keep
+ * it. Host emulation always, the device when there is one. */
+static void test_row_counts(bool dev) {
+    const int64_t K = 768, M = 70, ldy = M;
+    const int ns[] = { 3, 5, 8 };
+    const ds_cu_gemv_q8_cfg cfgs[] = { { 0, 0 }, { 1, 2 }, { 2, 3 }, { 4, 4 } };
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const ds_type t = types[ti];
+        const size_t rb = ds_row_bytes(t, K), wbytes = (size_t)M * rb;
+        uint64_t st = 977 + ti;
+        uint8_t *w = aligned_alloc(256, (wbytes + 255) / 256 * 256);
+        for (size_t i = 0; i < wbytes; i++) w[i] = (uint8_t)ds_test_rand(&st);
+        for (int64_t m = 0; m < M; m++) fix_f16(t, w + (size_t)m * rb, K, &st);
+        float x[8 * 768];
+        for (int i = 0; i < 8 * 768; i++) x[i] = ds_test_randf(&st);
+        const size_t xqb = ds_cu_q8_bytes(K, 8), xrs = ds_cu_q8_row_bytes(K);
+        uint8_t *xq = aligned_alloc(16, (xqb + 15) / 16 * 16);
+        ds_cu_quantize_q8_host(x, K, K, 8, xq);
+        float one[8 * 70], many[8 * 70];
+        void *dw = NULL, *dxq = NULL;
+        float *dy = NULL;
+        bool ok = !dev || (cudaMalloc(&dw, wbytes) == cudaSuccess && cudaMalloc(&dxq, xqb) == cudaSuccess &&
+                           cudaMalloc((void **)&dy, sizeof many) == cudaSuccess &&
+                           cudaMemcpy(dw, w, wbytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+                           cudaMemcpy(dxq, xq, xqb, cudaMemcpyHostToDevice) == cudaSuccess);
+        ds_cu_gemv_params p = { .w = dev ? dw : w, .type = t, .K = K, .M = M, .row_bytes = rb, .ldx = K,
+                                .ldy = ldy, .n = 1 };
+        /* one x row at a time, the launcher's choices */
+        for (int r = 0; ok && r < 8; r++) {
+            p.y = dev ? dy : one + r * ldy;
+            const uint8_t *xr = (const uint8_t *)(dev ? dxq : xq) + (size_t)r * xrs;
+            ok = (dev ? ds_cu_gemv_q8(&p, xr) : ds_cu_gemv_q8_host(&p, xr, NULL)) == 0 &&
+                 (!dev || cudaMemcpy(one + r * ldy, dy, (size_t)M * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+        }
+        int bad = 0;
+        for (size_t ni = 0; ok && ni < sizeof ns / sizeof *ns; ni++)
+            for (size_t ci = 0; ok && ci < sizeof cfgs / sizeof *cfgs; ci++) {
+                p.n = ns[ni];
+                p.y = dev ? dy : many;
+                ok = (dev ? ds_cu_gemv_q8_ex(&p, dxq, &cfgs[ci]) : ds_cu_gemv_q8_host(&p, xq, &cfgs[ci])) == 0 &&
+                     (!dev || cudaMemcpy(many, dy, (size_t)ns[ni] * M * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+                for (int i = 0; ok && i < ns[ni] * (int)M; i++)
+                    if (memcmp(&many[i], &one[i], 4)) {
+                        if (!bad++)
+                            fprintf(stderr, "  %s n %d cfg %d/%d: row %d out %d: %.9g, 1-row call %.9g\n",
+                                    ds_type_info(t)->name, ns[ni], cfgs[ci].rows, cfgs[ci].stages, i / (int)M,
+                                    i % (int)M, many[i], one[i]);
+                    }
+            }
+        CHECK(ok && bad == 0, "%s (%s): 3/5/8-row calls give the 1-row call's bits (%d outputs differ)",
+              ds_type_info(t)->name, dev ? "cuda" : "host", bad);
+        cudaFree(dw);
+        cudaFree(dxq);
+        cudaFree(dy);
+        free(w);
+        free(xq);
+    }
+}
+
 static void test_silu_quantize(void) {
     const int64_t K = 2048;
     const int n = 5;
@@ -716,6 +779,7 @@ int main(void) {
     test_awkward();
     test_grouped();
     test_experts(false);
+    test_row_counts(false);
     if (!g_dev) {
         if (ds_test_failed) return ds_test_finish("test_cuda_gemv_q8");
         printf("skipped: no CUDA device (the host emulation of the kernels passed %d checks)\n", ds_test_passed);
@@ -725,6 +789,7 @@ int main(void) {
     test_silu_quantize();
     test_rmsnorm_quantize();
     test_experts(true);
+    test_row_counts(true);
     if (!getenv("DS_CUDA_TEST_QUICK")) test_full_width();
     return ds_test_finish("test_cuda_gemv_q8");
 }

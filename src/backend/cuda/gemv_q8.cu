@@ -583,8 +583,9 @@ template <int T, int NR, int R, int AL> struct q8_lane {
     }
     /* Decode (1-2 x rows) keeps the step's activations in registers, loaded
      * before the wait for the weights so the two latencies overlap; each
-     * weight row is then decoded once and used for them. 3-8 x rows reload
-     * them per weight row instead (L1 hits). */
+     * weight row is then decoded once and used for them. 3-8 x rows load
+     * each x row's share once a step (L1 hits) after the R weight rows are
+     * decoded, and use it for all R. */
     Q8_HD void load_x(const q8_args &a, int step) {
         const int k = step * spg + ui;
         if constexpr (NR <= 2) {
@@ -600,23 +601,38 @@ template <int T, int NR, int R, int AL> struct q8_lane {
         const int k = step * spg + ui;
         if (nrow <= 0 || k >= a.nunits) return;
         const int64_t e0 = goff + (int64_t)k * W::SBE;
+        if constexpr (NR <= 2) {
 #pragma unroll
-        for (int i = 0; i < R; i++) {
-            if (i >= nrow) break;
-            const int u = (g * R + i) * a.str + src_off(a, i, step) + ui * W::SBB;
-            typename W::wts w;
-            W::template decode<AL>(w, slot, u, t);
+            for (int i = 0; i < R; i++) {
+                if (i >= nrow) break;
+                typename W::wts w;
+                W::template decode<AL>(w, slot, unit_at(a, i, step), t);
+#pragma unroll
+                for (int r = 0; r < NR; r++)
+                    if (r < a.nr) acc[i][r] += W::dot(w, x[r]);
+            }
+        } else {
+            /* x row outside: one activation load serves R weight rows (the
+             * weight-row-outside order loaded each x row R times a step: 8-row
+             * products ran 5-7x slower than 1-row ones, ncu, session 13).
+             * Each acc[i][r] still gets the same one term a step. */
+            typename W::wts w[R];
+#pragma unroll
+            for (int i = 0; i < R; i++)
+                if (i < nrow) W::template decode<AL>(w[i], slot, unit_at(a, i, step), t);
 #pragma unroll
             for (int r = 0; r < NR; r++) {
                 if (r >= a.nr) break;
-                if constexpr (NR <= 2) {
-                    acc[i][r] += W::dot(w, x[r]);
-                } else {
-                    load(x[0], a, r, e0);
-                    acc[i][r] += W::dot(w, x[0]);
-                }
+                load(x[0], a, r, e0);
+#pragma unroll
+                for (int i = 0; i < R; i++)
+                    if (i < nrow) acc[i][r] += W::dot(w[i], x[0]);
             }
         }
+    }
+    /* offset of this lane's unit of row i in the step's slot */
+    Q8_HD int unit_at(const q8_args &a, int i, int step) const {
+        return (g * R + i) * a.str + src_off(a, i, step) + ui * W::SBB;
     }
     /* y[r][m0 + i] (+)= v by the group's lane 0 */
     Q8_HD void store(const q8_args &a, int i, int r, float v) const {
@@ -774,10 +790,22 @@ static int q8_lanes(int64_t nunits, int lps, int64_t M) {
     return best;
 }
 
+/* Most weight rows a lane group takes at 3-8 x rows: DSINFER_Q8_WIDE_R
+ * (1, 2 or 4; an A/B knob, read once), default 4. */
+static int q8_wide_rows_cap(void) {
+    static int cap = 0;
+    if (!cap) {
+        const char *e = getenv("DSINFER_Q8_WIDE_R");
+        const int v = e ? atoi(e) : 4;
+        cap = v >= 4 ? 4 : v >= 2 ? 2 : 1;
+    }
+    return cap;
+}
+
 /* R: 4 rows per lane group share each activation load and put 4 rows of
  * loads in flight, but a matrix of few rows then leaves SMs idle, so fewer
- * while that would give under 1024 warps; 2 at most for 3-8 x rows
- * (registers); a divisor of group_rows. Stages: enough that the warps an
+ * while that would give under 1024 warps; at most q8_wide_rows_cap()
+ * for 3-8 x rows; a divisor of group_rows. Stages: enough that the warps an
  * SM holds (at most ~16; 132 SMs, an H100/H200) keep ~40 KB of weights in
  * flight (latency x bandwidth per SM), 2..4, never more than the steps.
  * AL: the alignment every unit start has in the stage. */
@@ -794,7 +822,7 @@ static void q8_make_plan(const ds_cu_gemv_params *p, const ds_cu_gemv_q8_cfg *cf
     if (cfg && cfg->rows > 0) R = cfg->rows >= 4 ? 4 : cfg->rows >= 2 ? 2 : 1;
     else
         while (R > 1 && Mall / ((int64_t)G * R) < 1024) R /= 2;
-    if (NR > 2 && R > 2) R = 2;
+    if (NR > 2 && R > q8_wide_rows_cap()) R = q8_wide_rows_cap();
     while (R > 1 && p->group_rows % R) R /= 2;
     pl->R = R;
     const int64_t nsteps = (nunits + spg - 1) / spg, warps = (Mall + (int64_t)G * R - 1) / ((int64_t)G * R);
@@ -840,9 +868,7 @@ static int q8_run(const q8_args &a, const ds_cu_q8_experts &px, const q8_plan &p
 }
 template <int T, int NR, int AL>
 static int q8_run_r(const q8_args &a, const ds_cu_q8_experts &px, const q8_plan &pl, cudaStream_t s, bool host) {
-    if constexpr (NR <= 2) {
-        if (pl.R == 4) return q8_run<T, NR, 4, AL>(a, px, pl, s, host);
-    }
+    if (pl.R == 4) return q8_run<T, NR, 4, AL>(a, px, pl, s, host);
     if (pl.R == 2) return q8_run<T, NR, 2, AL>(a, px, pl, s, host);
     return q8_run<T, NR, 1, AL>(a, px, pl, s, host);
 }
