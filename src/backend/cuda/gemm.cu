@@ -168,19 +168,38 @@ extern "C" int ds_cu_gemm_tile_rows(int avg_rows) { return avg_rows <= 32 ? 32 :
 
 /* ---- activations to f16 ----------------------------------------------------- */
 
-__global__ void to_half_kernel(const float *__restrict__ x, int64_t ldx, int64_t cols, __half *__restrict__ xh,
-                               float *__restrict__ inv) {
+/* float4s a thread keeps in registers between the two passes: rows up to
+ * 256 * 4 * 20 = 20480 columns (all of V3's) read DRAM once */
+#define TH_REG 20
+
+__global__ void __launch_bounds__(256) to_half_kernel(const float *__restrict__ x, int64_t ldx, int64_t cols,
+                                                    __half *__restrict__ xh, float *__restrict__ inv, bool hold) {
     __shared__ float part[32];
     const int r = blockIdx.x;
     const float *src = x + (size_t)r * ldx;
+    __half *dst = xh + (size_t)r * ldx;
     /* float4 loads where the row allows (all the model's rows): the scalar
-     * loop ran at ~0.9 TB/s, 5 ms of a ds10 pp512 (session 9) */
-    const bool vec = cols % 4 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)(xh + (size_t)r * ldx) & 7) == 0;
+     * loop ran at ~0.9 TB/s, 5 ms of a ds10 pp512 (session 9); rows that fit
+     * stay in registers: reading them again for the second pass made the
+     * kernel ~2 TB/s, 1.8 ms of a pp512 (ncu, session 13) */
+    const bool vec = cols % 4 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 7) == 0;
+    const int64_t n4 = cols / 4;
+    const bool held = vec && hold && n4 <= (int64_t)TH_REG * blockDim.x;
+    float4 v[TH_REG];
     float mx = 0.f;
-    if (vec)
-        for (int64_t i = threadIdx.x; i < cols / 4; i += blockDim.x) {
-            const float4 v = ((const float4 *)src)[i];
-            mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+    if (held) {
+#pragma unroll
+        for (int q = 0; q < TH_REG; q++) {
+            const int64_t i = threadIdx.x + (int64_t)q * blockDim.x;
+            v[q] = i < n4 ? ((const float4 *)src)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int q = 0; q < TH_REG; q++)
+            mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v[q].x), fabsf(v[q].y)), fmaxf(fabsf(v[q].z), fabsf(v[q].w))));
+    } else if (vec)
+        for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) {
+            const float4 f = ((const float4 *)src)[i];
+            mx = fmaxf(mx, fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w))));
         }
     else
         for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, fabsf(src[i]));
@@ -194,13 +213,18 @@ __global__ void to_half_kernel(const float *__restrict__ x, int64_t ldx, int64_t
     if (mx > 0.f && isfinite(mx)) frexpf(mx, &e);
     if (e < -100) e = -100;
     const float sc = ldexpf(1.f, 14 - e);
-    __half *dst = xh + (size_t)r * ldx;
-    if (vec)
-        for (int64_t i = threadIdx.x; i < cols / 4; i += blockDim.x) {
-            const float4 v = ((const float4 *)src)[i];
-            __half2 h[2] = { __floats2half2_rn(v.x * sc, v.y * sc), __floats2half2_rn(v.z * sc, v.w * sc) };
-            ((uint2 *)dst)[i] = *(const uint2 *)h;
+    auto put4 = [&](int64_t i, float4 f) {
+        __half2 h[2] = { __floats2half2_rn(f.x * sc, f.y * sc), __floats2half2_rn(f.z * sc, f.w * sc) };
+        ((uint2 *)dst)[i] = *(const uint2 *)h;
+    };
+    if (held) {
+#pragma unroll
+        for (int q = 0; q < TH_REG; q++) {
+            const int64_t i = threadIdx.x + (int64_t)q * blockDim.x;
+            if (i < n4) put4(i, v[q]);
         }
+    } else if (vec)
+        for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) put4(i, ((const float4 *)src)[i]);
     else
         for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = __float2half_rn(src[i] * sc);
     if (threadIdx.x == 0) inv[r] = ldexpf(1.f, e - 14);
@@ -209,7 +233,11 @@ __global__ void to_half_kernel(const float *__restrict__ x, int64_t ldx, int64_t
 extern "C" int ds_cu_to_half_rows(const float *x, int64_t ldx, int64_t cols, int n, void *xh, float *inv,
                                   cudaStream_t s) {
     if (n <= 0) return 0;
-    to_half_kernel<<<n, 256, 0, s>>>(x, ldx, cols, (__half *)xh, inv);
+    static const bool hold = [] { /* DSINFER_CUDA_TO_HALF_HOLD=0: the two-pass loop (A/B runs) */
+        const char *e = getenv("DSINFER_CUDA_TO_HALF_HOLD");
+        return !e || atoi(e) != 0;
+    }();
+    to_half_kernel<<<n, 256, 0, s>>>(x, ldx, cols, (__half *)xh, inv, hold);
     DS_CU_TRY_LAUNCH();
     return 0;
 }
@@ -261,10 +289,16 @@ template <int N> __device__ __forceinline__ void gm_wait() { asm volatile("cp.as
  * and the 4 bytes gm_ldw reads past its range. */
 template <int T, int BN> struct gm_smem {
     static constexpr int RAW = gm_raw_bytes<T>();
+    /* q4_K/q5_K rows are 16-byte aligned (144/176-byte blocks; launch_gemm
+     * checks), so a pass's bytes fill its slot exactly and nothing is read
+     * past it: 8 KB less a block, which lets a q4_K block of 128 activation
+     * rows run 3 to an SM (not 2) and one of 32 rows 4 (not 3) */
+    static constexpr bool A16 = T == DS_TYPE_Q4_K || T == DS_TYPE_Q5_K;
     /* an odd number of 16-byte units: the 16 rows a warp dequantizes then
      * fall on 8 bank offsets, not 2 (q4_K's 192 bytes made 8-way conflicts) */
-    static constexpr int SLOT = RAW ? ((RAW + 14 + 15 + 4 + 15) / 16 | 1) * 16 : 0;
-    static constexpr int CHUNKS = (RAW + 14 + 15) / 16; /* most chunks a row's pass takes */
+    static constexpr int SLOT = RAW ? (A16 ? RAW : ((RAW + 14 + 15 + 4 + 15) / 16 | 1) * 16) : 0;
+    static_assert(!A16 || RAW % 32 == 16, "a slot of an odd number of 16-byte units");
+    static constexpr int CHUNKS = A16 ? RAW / 16 : (RAW + 14 + 15) / 16; /* most chunks a row's pass takes */
     static constexpr int NX = BN <= 64 ? 3 : 2;         /* activation tiles: NX - 1 steps ahead */
     static constexpr size_t ws_off = (size_t)2 * GM_BM * SLOT;
     static constexpr size_t xs_off = ws_off + (size_t)2 * GM_BM * GM_LD * 2;
@@ -490,7 +524,13 @@ extern "C" int ds_cu_gemm_supported(int type, int64_t ldx, int64_t group_rows, i
 }
 
 template <int T, int BN> static int launch_bn(const ds_cu_gemm_params *p, unsigned nx, unsigned mt, bool w_fast) {
-    constexpr size_t smem = gm_smem<T, BN>::total;
+    /* DSINFER_CUDA_GEMM_SMEM_PAD (A/B runs of occupancy): bytes of shared
+     * memory a block asks for beyond what it uses */
+    static const size_t pad = [] {
+        const char *e = getenv("DSINFER_CUDA_GEMM_SMEM_PAD");
+        return e && atoi(e) > 0 ? (size_t)atoi(e) : 0;
+    }();
+    const size_t smem = gm_smem<T, BN>::total + pad;
     /* the attribute is per device: set once on each (not a driver call per launch) */
     static bool attr_set[64];
     int dev = 0;
@@ -507,7 +547,7 @@ template <int T, int BN> static int launch_bn(const ds_cu_gemm_params *p, unsign
 template <int T> static int launch_gemm(const ds_cu_gemm_params *p, int bn, unsigned nx) {
     /* the dequantizers' word loads: 4-byte aligned q4_K/q5_K blocks, 2-byte the rest */
     const uintptr_t a = (uintptr_t)p->w | p->row_bytes | (p->tiles ? p->expert_bytes : 0);
-    if (a % (T == DS_TYPE_Q4_K || T == DS_TYPE_Q5_K ? 4 : gm_raw_bytes<T>() ? 2 : 16)) {
+    if (a % (T == DS_TYPE_Q4_K || T == DS_TYPE_Q5_K ? 16 : gm_raw_bytes<T>() ? 2 : 16)) {
         fprintf(stderr, "cuda error %s:%d: gemm: type %d weights, rows or experts misaligned\n", __FILE__, __LINE__,
                 T);
         return (int)cudaErrorInvalidValue;
