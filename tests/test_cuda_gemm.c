@@ -266,28 +266,30 @@ static void check_grouped(ds_type t, int64_t K, int64_t M, int n_exp, const int 
 }
 
 /* to_half: the scale is a power of two that puts the row's absmax in
- * [2^13, 2^14); a zero row stays zero */
-static void check_to_half(void) {
-    const int n = 4, K = 64;
-    float x[4 * 64], inv[4];
-    uint16_t xh[4 * 64];
-    uint64_t st = 5;
+ * [2^13, 2^14); a zero row stays zero. K 64 and 16384 take the path that
+ * holds a row in registers (up to 20480 columns), 24576 the two-pass one. */
+static void check_to_half(int K) {
+    const int n = 4;
+    float *x = malloc((size_t)n * K * sizeof *x), inv[4];
+    uint16_t *xh = malloc((size_t)n * K * sizeof *xh);
+    const size_t xbytes = (size_t)n * K * sizeof *x, hbytes = (size_t)n * K * sizeof *xh;
+    uint64_t st = 5 + (uint64_t)K;
     const double mag[4] = { 1e6, 1e-30, 0, 3.0 };
     for (int r = 0; r < n; r++)
         for (int i = 0; i < K; i++) x[r * K + i] = (float)(mag[r] * ds_test_randf(&st));
     float *dx = NULL, *dinv = NULL;
     void *dxh = NULL;
-    bool ok = cudaMalloc((void **)&dx, sizeof x) == cudaSuccess && cudaMalloc(&dxh, sizeof xh) == cudaSuccess &&
+    bool ok = cudaMalloc((void **)&dx, xbytes) == cudaSuccess && cudaMalloc(&dxh, hbytes) == cudaSuccess &&
               cudaMalloc((void **)&dinv, sizeof inv) == cudaSuccess &&
-              cudaMemcpy(dx, x, sizeof x, cudaMemcpyHostToDevice) == cudaSuccess &&
+              cudaMemcpy(dx, x, xbytes, cudaMemcpyHostToDevice) == cudaSuccess &&
               ds_cu_to_half_rows(dx, K, K, n, dxh, dinv, 0) == 0 &&
-              cudaMemcpy(xh, dxh, sizeof xh, cudaMemcpyDeviceToHost) == cudaSuccess &&
+              cudaMemcpy(xh, dxh, hbytes, cudaMemcpyDeviceToHost) == cudaSuccess &&
               cudaMemcpy(inv, dinv, sizeof inv, cudaMemcpyDeviceToHost) == cudaSuccess;
-    CHECK(ok, "to_half runs");
+    CHECK(ok, "to_half runs (K %d)", K);
     for (int r = 0; ok && r < n; r++) {
         int e = 0;
         const double f = frexp(1.0 / inv[r], &e);
-        CHECK(f == 0.5, "row %d: inverse scale %g is a power of two", r, inv[r]);
+        CHECK(f == 0.5, "K %d row %d: inverse scale %g is a power of two", K, r, inv[r]);
         double mx = 0, worst = 0;
         for (int i = 0; i < K; i++) {
             const double back = ds_fp16_to_f32(xh[r * K + i]) * inv[r];
@@ -295,15 +297,16 @@ static void check_to_half(void) {
             if (fabs(x[r * K + i]) > 0) worst = fmax(worst, fabs(back - x[r * K + i]) / fabs(x[r * K + i]));
         }
         if (mag[r] > 0) {
-            CHECK(mx >= 8192 && mx <= 16384, "row %d: scaled absmax %g in [2^13, 2^14]", r, mx);
+            CHECK(mx >= 8192 && mx <= 16384, "K %d row %d: scaled absmax %g in [2^13, 2^14]", K, r, mx);
             /* round to nearest with 11 significant bits: relative error <= u = 2^-11 (a value would
              * need to be 2^-27 of the row's absmax to fall below f16's normal range) */
-            CHECK(worst <= ldexp(1, -11), "row %d: round trip rel %.3e", r, worst);
+            CHECK(worst <= ldexp(1, -11), "K %d row %d: round trip rel %.3e", K, r, worst);
         } else {
             CHECK(mx == 0, "zero row stays zero");
         }
     }
     cudaFree(dx); cudaFree(dxh); cudaFree(dinv);
+    free(x); free(xh);
 }
 
 static const ds_type all_types[] = { DS_TYPE_F32, DS_TYPE_F16, DS_TYPE_BF16, DS_TYPE_Q4_0, DS_TYPE_Q4_1,
@@ -315,7 +318,9 @@ int main(void) {
         printf("skipped: no CUDA device\n");
         return 77;
     }
-    check_to_half();
+    check_to_half(64);
+    check_to_half(16384);
+    check_to_half(24576);
     for (size_t i = 0; i < sizeof all_types / sizeof *all_types; i++) {
         const ds_type t = all_types[i];
         const int64_t blk = ds_type_info(t)->block_elems;
