@@ -545,7 +545,10 @@ template <int T, int BN> static int launch_bn(const ds_cu_gemm_params *p, unsign
 }
 
 template <int T> static int launch_gemm(const ds_cu_gemm_params *p, int bn, unsigned nx) {
-    /* the dequantizers' word loads: 4-byte aligned q4_K/q5_K blocks, 2-byte the rest */
+    /* q4_K/q5_K: 16-byte aligned rows (their raw slots have no room for an
+     * offset; every device tensor and stage slice is 256-aligned and their
+     * rows are multiples of 16 bytes); the dequantizers' word loads: 2-byte
+     * aligned blocks for the other quantized types */
     const uintptr_t a = (uintptr_t)p->w | p->row_bytes | (p->tiles ? p->expert_bytes : 0);
     if (a % (T == DS_TYPE_Q4_K || T == DS_TYPE_Q5_K ? 16 : gm_raw_bytes<T>() ? 2 : 16)) {
         fprintf(stderr, "cuda error %s:%d: gemm: type %d weights, rows or experts misaligned\n", __FILE__, __LINE__,

@@ -614,7 +614,7 @@ template <int T, int NR, int R, int AL> struct q8_lane {
         } else {
             /* x row outside: one activation load serves R weight rows (the
              * weight-row-outside order loaded each x row R times a step: 8-row
-             * products ran 5-7x slower than 1-row ones, ncu, session 13).
+             * products took 4-7x the time of 1-row ones, ncu, session 13).
              * Each acc[i][r] still gets the same one term a step. */
             typename W::wts w[R];
 #pragma unroll
