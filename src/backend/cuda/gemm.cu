@@ -287,7 +287,7 @@ template <int N> __device__ __forceinline__ void gm_wait() { asm volatile("cp.as
  * (q3_K/q6_K/q8_0 rows are only 2-byte aligned), so its bytes start at
  * (address & 15) in a slot with room for that offset, the chunk rounding
  * and the 4 bytes gm_ldw reads past its range. */
-template <int T, int BN> struct gm_smem {
+template <int T, int BN, bool SW = false> struct gm_smem {
     static constexpr int RAW = gm_raw_bytes<T>();
     /* q4_K/q5_K rows are 16-byte aligned (144/176-byte blocks; launch_gemm
      * checks), so a pass's bytes fill its slot exactly and nothing is read
@@ -299,9 +299,14 @@ template <int T, int BN> struct gm_smem {
     static constexpr int SLOT = RAW ? (A16 ? RAW : ((RAW + 14 + 15 + 4 + 15) / 16 | 1) * 16) : 0;
     static_assert(!A16 || RAW % 32 == 16, "a slot of an odd number of 16-byte units");
     static constexpr int CHUNKS = A16 ? RAW / 16 : (RAW + 14 + 15) / 16; /* most chunks a row's pass takes */
-    static constexpr int NX = BN <= 64 ? 3 : 2;         /* activation tiles: NX - 1 steps ahead */
+    /* activation tiles: NX - 1 steps ahead */
+    static constexpr int NX = SW || BN > 64 ? 2 : 3;
+    /* f16 weight tile rows: padded by 16 bytes (ldmatrix's 8 rows on distinct
+     * banks), or SW: 128 bytes with the 16-byte chunks swizzled (chunk c of
+     * row m at c ^ (m & 7)), 2 KB less a buffer */
+    static constexpr int WLD = SW ? GM_BK : GM_LD;
     static constexpr size_t ws_off = (size_t)2 * GM_BM * SLOT;
-    static constexpr size_t xs_off = ws_off + (size_t)2 * GM_BM * GM_LD * 2;
+    static constexpr size_t xs_off = ws_off + (size_t)2 * GM_BM * WLD * 2;
     static constexpr size_t total = xs_off + (size_t)NX * BN * GM_LD * 2;
 };
 
@@ -313,19 +318,19 @@ template <int T, int BN> struct gm_smem {
  * (buffer P & 1) is issued at step 4P - 5 (passes 0 and 1 before the loop),
  * when step 4P - 6 has dequantized the last of pass P - 2. Every value, and
  * the order of the MMAs, is what a step-by-step version computes. */
-template <int T, int BN>
+template <int T, int BN, bool SW = false>
 __global__ void __launch_bounds__(GM_THREADS)
 gemm_kernel(ds_cu_gemm_params p, bool w_fast) {
-    using SM = gm_smem<T, BN>;
+    using SM = gm_smem<T, BN, SW>;
     constexpr int NJ = BN / 16; /* n8 tiles per warp: warps split BN in two halves */
     constexpr int RAW = SM::RAW, SLOT = SM::SLOT, NX = SM::NX;
     constexpr int SPP = GM_RAW_K / GM_BK; /* steps per raw pass */
     constexpr int XQ = BN * 8 / GM_THREADS; /* 16-byte activation chunks per thread a step */
     constexpr int RQ = (GM_BM * SM::CHUNKS + GM_THREADS - 1) / GM_THREADS; /* raw chunks per thread a pass */
-    constexpr uint32_t WS_BYTES = GM_BM * GM_LD * 2, XS_BYTES = BN * GM_LD * 2, ROW_BYTES = GM_LD * 2;
+    constexpr uint32_t WS_BYTES = GM_BM * SM::WLD * 2, XS_BYTES = BN * GM_LD * 2, ROW_BYTES = GM_LD * 2;
     extern __shared__ __align__(16) uint8_t gm_shared[];
     uint8_t *raw = gm_shared;
-    __half(*Ws)[GM_BM][GM_LD] = (__half(*)[GM_BM][GM_LD])(gm_shared + SM::ws_off);
+    __half(*Ws)[GM_BM][SM::WLD] = (__half(*)[GM_BM][SM::WLD])(gm_shared + SM::ws_off);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 1, wn = warp & 1;
     const unsigned xt = w_fast ? blockIdx.y : blockIdx.x; /* activation tile */
@@ -427,7 +432,8 @@ gemm_kernel(ds_cu_gemm_params p, bool w_fast) {
     /* step s's weights, this thread's 32-element chunk, to f16 in weight tile s & 1 */
     auto dequant = [&](int s) {
         const int c = 2 * s + wc;
-        uint4 *dst = (uint4 *)&Ws[s & 1][wr][wc * 32];
+        /* chunks 4 wc .. 4 wc + 3 of row wr (SW: chunk c at c ^ (wr & 7)) */
+        uint4 *dst = (uint4 *)&Ws[s & 1][wr][SW ? 0 : wc * 32];
         if (w_live && c < nchunks) {
             __align__(16) __half2 h[16];
             if constexpr (RAW > 0) {
@@ -441,15 +447,21 @@ gemm_kernel(ds_cu_gemm_params p, bool w_fast) {
                 for (int i = 0; i < 16; i++) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
             }
 #pragma unroll
-            for (int q = 0; q < 4; q++) dst[q] = ((const uint4 *)h)[q];
+            for (int q = 0; q < 4; q++) dst[SW ? (4 * wc + q) ^ (wr & 7) : q] = ((const uint4 *)h)[q];
         } else {
 #pragma unroll
-            for (int q = 0; q < 4; q++) dst[q] = make_uint4(0, 0, 0, 0);
+            for (int q = 0; q < 4; q++) dst[SW ? (4 * wc + q) ^ (wr & 7) : q] = make_uint4(0, 0, 0, 0);
         }
     };
 
     /* ldmatrix rows of this lane (see the fragment notes above) */
-    const uint32_t a_base = smem_addr(&Ws[0][wm * 32 + (lane & 15)][8 * (lane >> 4)]);
+    /* padded: row wm * 32 + lane % 16, column 8 (lane / 16), plus i * 16 rows
+     * and kk columns; SW: the row's start, and the swizzled chunk of each kk
+     * (row & 7 = lane & 7 for every i) */
+    const uint32_t a_base = smem_addr(&Ws[0][wm * 32 + (lane & 15)][SW ? 0 : 8 * (lane >> 4)]);
+    auto a_chunk = [&](int kk) -> uint32_t {
+        return SW ? 16u * (uint32_t)((kk / 8 + (lane >> 4)) ^ (lane & 7)) : 0u;
+    };
     const uint32_t b_base = smem_addr(gm_shared + SM::xs_off) +
                             (uint32_t)((wn * (BN / 2) + (lane & 7) + 8 * (lane >> 4)) * GM_LD + 8 * ((lane >> 3) & 1)) * 2;
 
@@ -474,7 +486,8 @@ gemm_kernel(ds_cu_gemm_params p, bool w_fast) {
         for (int kk = 0; kk < GM_BK; kk += 16) {
             uint32_t a[2][4];
 #pragma unroll
-            for (int i = 0; i < 2; i++) ldmatrix_x4(a[i], wa + (i * 16 * GM_LD + kk) * 2);
+            for (int i = 0; i < 2; i++)
+                ldmatrix_x4(a[i], SW ? wa + i * 16 * (SM::WLD * 2) + a_chunk(kk) : wa + (i * 16 * GM_LD + kk) * 2);
 #pragma unroll
             for (int j = 0; j < NJ; j += 2) {
                 uint32_t b[4];
@@ -523,24 +536,25 @@ extern "C" int ds_cu_gemm_supported(int type, int64_t ldx, int64_t group_rows, i
     return ldx % 8 == 0 && group_stride % 8 == 0 && (group_rows == 0 || group_rows % GM_BM == 0);
 }
 
-template <int T, int BN> static int launch_bn(const ds_cu_gemm_params *p, unsigned nx, unsigned mt, bool w_fast) {
+template <int T, int BN, bool SW = false>
+static int launch_bn(const ds_cu_gemm_params *p, unsigned nx, unsigned mt, bool w_fast) {
     /* DSINFER_CUDA_GEMM_SMEM_PAD (A/B runs of occupancy): bytes of shared
      * memory a block asks for beyond what it uses */
     static const size_t pad = [] {
         const char *e = getenv("DSINFER_CUDA_GEMM_SMEM_PAD");
         return e && atoi(e) > 0 ? (size_t)atoi(e) : 0;
     }();
-    const size_t smem = gm_smem<T, BN>::total + pad;
+    const size_t smem = gm_smem<T, BN, SW>::total + pad;
     /* the attribute is per device: set once on each (not a driver call per launch) */
     static bool attr_set[64];
     int dev = 0;
     DS_CU_TRY(cudaGetDevice(&dev));
     if (smem > 48 * 1024 && (dev >= 64 || !attr_set[dev])) {
-        DS_CU_TRY(cudaFuncSetAttribute(gemm_kernel<T, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        DS_CU_TRY(cudaFuncSetAttribute(gemm_kernel<T, BN, SW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         if (dev < 64) attr_set[dev] = true;
     }
     const dim3 grid = w_fast ? dim3(mt, nx) : dim3(nx, mt);
-    gemm_kernel<T, BN><<<grid, GM_THREADS, smem, p->stream>>>(*p, w_fast);
+    gemm_kernel<T, BN, SW><<<grid, GM_THREADS, smem, p->stream>>>(*p, w_fast);
     return 0;
 }
 
@@ -563,6 +577,19 @@ template <int T> static int launch_gemm(const ds_cu_gemm_params *p, int bn, unsi
         return e ? atoi(e) : 1;
     }();
     const bool w_fast = (wf >= 2 || (wf == 1 && p->tiles)) && nx <= 65535; /* grid y's limit */
+    /* DSINFER_CUDA_GEMM_SW32=1 (not yet measured, off): q3_K/q4_K 32-row
+     * tiles with the swizzled weight tile and a 2-deep activation ring,
+     * 44032 bytes of shared memory, 5 blocks an SM (the routed experts of a
+     * pp512: 4 blocks now; 8 KB more cost 6 % of pp512, session 13) */
+    static const bool sw32 = [] {
+        const char *e = getenv("DSINFER_CUDA_GEMM_SW32");
+        return e && atoi(e) == 1;
+    }();
+    if constexpr (T == DS_TYPE_Q3_K || T == DS_TYPE_Q4_K) {
+        static_assert(gm_smem<T, 32, true>::total <= 228 * 1024 / 5 - 1024,
+                      "5 blocks of 32-row tiles an SM (228 KB, 1 KB each reserved)");
+        if (bn == 32 && sw32) return launch_bn<T, 32, true>(p, nx, mt, w_fast);
+    }
     if (bn == 32) return launch_bn<T, 32>(p, nx, mt, w_fast);
     if (bn == 64) return launch_bn<T, 64>(p, nx, mt, w_fast);
     return launch_bn<T, 128>(p, nx, mt, w_fast);
