@@ -20,7 +20,9 @@ STAGES=${STAGES:-"env deps build test cpu elf bench hybrid fullwidth profile ser
 # AB_CFGS, default: base, unfused quantization, base again), depth (dsinfer bench tg128 at depths
 # 0, 4096, 32768 under each of DEPTH_CFGS, then the attention tests under other split sizes),
 # stalls (ncu --set full on chosen kernels of one step: occupancy and stall reasons), sass (one
-# kernel's SASS with per-instruction executed counts and stall samples)
+# kernel's SASS with per-instruction executed counts and stall samples), pab (prefill A/B of the env
+# knobs in PAB_CFGS, alternating rounds of cuda_bench pp512).
+# Every call on a fresh machine needs "deps" before any stage that runs dsinfer (the server libraries).
 JOBS=$(nproc)
 export DS_TEST_DATA=$ROOT/tests/data DS_TEST_TMP=/tmp/dstest
 mkdir -p "$DS_TEST_TMP"
@@ -214,6 +216,20 @@ if has ab; then
     env "$cfg" DSINFER_CUDA_STEP_STATS=1 CUDA_BENCH_MODES=ids timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 128 3 \
       1 1024 8 2>&1 | grep -E '^pp|of 1 row'
     env "$cfg" CUDA_BENCH_MODES=ids timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 16 64 2 8 1024 8 2>&1 | grep -E '^pp'
+  done
+fi
+
+if has pab; then
+  # prefill A/B: cuda_bench pp512 (3 reps) under each of PAB_CFGS in turn, PAB_ROUNDS rounds (default 2),
+  # alternating, so both sides see the same card and the same drift; "DSINFER_BASE=1" is the default code
+  cfgs=${PAB_CFGS:-"DSINFER_BASE=1 DSINFER_CUDA_GEMM_SW32=1"}
+  stage "pab: cuda_bench pp512 on ds10, alternating $cfgs, ${PAB_ROUNDS:-2} rounds"
+  [ -f /tmp/ds10.gguf ] || timeout 240 "$BUILD/dsinfer" synth -o /tmp/ds10.gguf --layers 10 --dense 3 --mix q3_k_m -t "$JOBS" >/dev/null
+  for round in $(seq "${PAB_ROUNDS:-2}"); do
+    for cfg in $cfgs; do
+      printf -- '-- round %s %s: ' "$round" "$cfg"
+      env "$cfg" timeout 120 "$BUILD/cuda_bench" /tmp/ds10.gguf cuda 512 1 3 2>&1 | grep -E '^pp' | cut -d'|' -f1
+    done
   done
 fi
 
