@@ -192,18 +192,9 @@ __global__ void __launch_bounds__(MT * WPM * 32, 1) mla_tc_kernel(const mla_tc_p
 
         /* scale to log2 units, mask tokens past te, tile max per row */
         const float sc0 = qscale[mi * 16 + g], sc1 = qscale[mi * 16 + g + 8];
-        const int t0 = tb + it * NT + wq * TPW + 2 * c;
-        float x0 = -INFINITY, x1 = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < NSN; i++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const bool ok = t0 + i * 8 + e <= te;
-                s[i][e] = ok ? s[i][e] * sc0 : -INFINITY;
-                s[i][2 + e] = ok ? s[i][2 + e] * sc1 : -INFINITY;
-                x0 = fmaxf(x0, s[i][e]);
-                x1 = fmaxf(x1, s[i][2 + e]);
-            }
+        float x0, x1;
+        scale_mask_max<NSN>([&](int i, int k) -> float & { return s[i][k]; }, sc0, sc1,
+                            tb + it * NT + wq * TPW + 2 * c, te, x0, x1);
         x0 = quad_max(x0);
         x1 = quad_max(x1);
         if (c == 0) {

@@ -229,6 +229,25 @@ __device__ void load_query(uint16_t *qs, float *qscale, const mla_tc_params &p, 
 }
 
 /* max (or sum) of the four lanes that share a C row */
+/* One tile's scores in this lane (rows g and g + 8 of the mma layout: NB
+ * n8 blocks, at(i, k) element k of block i, k 0-1 row g and 2-3 row g + 8,
+ * columns t0 + 8 i + (k & 1)): scaled to log2 units by the rows' query
+ * scales, tokens past te set to -inf, and the lane's max of each row. */
+template <int NB, typename At>
+__device__ __forceinline__ void scale_mask_max(At at, float sc0, float sc1, int t0, int te, float &x0, float &x1) {
+    x0 = -INFINITY, x1 = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < NB; i++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const bool ok = t0 + i * 8 + e <= te;
+            at(i, e) = ok ? at(i, e) * sc0 : -INFINITY;
+            at(i, 2 + e) = ok ? at(i, 2 + e) * sc1 : -INFINITY;
+            x0 = fmaxf(x0, at(i, e));
+            x1 = fmaxf(x1, at(i, 2 + e));
+        }
+}
+
 __device__ __forceinline__ float quad_max(float x) {
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
     return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));

@@ -141,18 +141,9 @@ template <bool BF> __global__ void __launch_bounds__(WG_THREADS, 1) mla_wg_kerne
 
         /* scale to log2 units, mask tokens past te, tile max per row */
         const float sc0 = qscale[mi * 16 + g], sc1 = qscale[mi * 16 + g + 8];
-        const int t0 = tb + it * WG_NT + wq * WG_HT + 2 * c;
-        float x0 = -INFINITY, x1 = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < NSB; i++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const bool ok = t0 + i * 8 + e <= te;
-                s[4 * i + e] = ok ? s[4 * i + e] * sc0 : -INFINITY;
-                s[4 * i + 2 + e] = ok ? s[4 * i + 2 + e] * sc1 : -INFINITY;
-                x0 = fmaxf(x0, s[4 * i + e]);
-                x1 = fmaxf(x1, s[4 * i + 2 + e]);
-            }
+        float x0, x1;
+        scale_mask_max<NSB>([&](int i, int k) -> float & { return s[4 * i + k]; }, sc0, sc1,
+                            tb + it * WG_NT + wq * WG_HT + 2 * c, te, x0, x1);
         x0 = quad_max(x0);
         x1 = quad_max(x1);
         if (c == 0) {
